@@ -70,3 +70,76 @@ def test_cli_misspelled_key_is_one_line_without_traceback():
     assert len(lines) == 1, out.stderr
     assert "grpo.num_prompts_per_stp" in lines[0] and "num_prompts_per_step" in lines[0]
     assert "Traceback" not in out.stderr
+
+
+def _flat(cfg) -> dict:
+    from dataclasses import asdict
+
+    out = {}
+
+    def walk(prefix, value):
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        else:
+            out[prefix] = value
+
+    walk("", asdict(cfg))
+    return out
+
+
+def test_r1distill_baseline_has_the_users_values():
+    cfg = load_config(CONFIGS / "grpo-r1distill-1.5b-baseline.yaml")
+    assert (cfg.grpo.num_prompts_per_step, cfg.grpo.num_generations_per_prompt, cfg.grpo.ppo_epochs) == (64, 16, 3)
+    assert cfg.generation.temperature == 1.0 and cfg.data.validation[0].temperature == 0.6
+    assert cfg.policy.optimizer.lr == 1e-6 and cfg.policy.scheduler.warmup_steps == 10
+    assert cfg.policy.train_micro_batch_size == 8 and cfg.cluster.gpus_per_node == 4
+    assert cfg.data.prompt.max_prompt_length == 2048 and cfg.generation.max_new_tokens == 4096
+    assert (cfg.loss.kl_type, cfg.loss.kl_coef, cfg.loss.clip_low, cfg.loss.clip_high) == ("low_var_kl", 0.001, 0.2, 0.2)
+    assert cfg.loss.entropy_coef == 0.0 and cfg.loss.aggregation == "token-mean"
+    assert cfg.checkpointing.save_period == 10 and not cfg.loss.archer.enabled
+
+
+def test_r1distill_archer_differs_from_baseline_only_in_the_archer_switch():
+    base = _flat(load_config(CONFIGS / "grpo-r1distill-1.5b-baseline.yaml"))
+    archer = _flat(load_config(CONFIGS / "grpo-r1distill-1.5b-archer.yaml"))
+    differ = {k for k in base if base[k] != archer[k]}
+    # The KL coefficient moves into the Archer section (same value, low-entropy tokens only);
+    # the run folders differ so the two runs never share checkpoints.
+    assert differ == {"loss.archer.enabled", "loss.kl_coef", "checkpointing.checkpoint_dir", "logger.log_dir"}
+    assert archer["loss.archer.low_entropy_kl_coef"] == base["loss.kl_coef"] == 0.001
+
+
+R1ZERO = sorted(CONFIGS.glob("grpo-qwen2.5-math-1.5b-r1zero*.yaml"))
+
+
+@pytest.mark.parametrize("path", R1ZERO, ids=lambda p: p.name)
+def test_qwen_math_r1zero_recipes(path):
+    cfg = load_config(path)
+    assert cfg.policy.model_name == "Qwen/Qwen2.5-Math-1.5B" and cfg.data.train.name == "math"
+    assert cfg.data.prompt.template == "r1_zero" and cfg.reward.answer_format == "answer_tag"
+    assert 100 <= cfg.grpo.max_num_steps <= 200 and cfg.policy.optimizer.lr == 1e-5
+    rollouts = cfg.grpo.num_prompts_per_step * cfg.grpo.num_generations_per_prompt
+    assert 64 <= rollouts <= 256 and cfg.grpo.num_generations_per_prompt == 8
+    assert 64 <= cfg.policy.train_global_batch_size <= 256 and cfg.policy.train_micro_batch_size == 2
+    assert cfg.grpo.ppo_epochs == 1 and cfg.policy.max_grad_norm == 1.0
+    assert cfg.generation.temperature == 1.0 and cfg.generation.max_new_tokens == 2048
+    assert cfg.grpo.val_period == 10
+
+
+def test_qwen_math_r1zero_variants_change_one_thing_each():
+    base = load_config(CONFIGS / "grpo-qwen2.5-math-1.5b-r1zero.yaml")
+    assert (base.loss.name, base.loss.aggregation, base.advantage.std_enabled()) == (
+        "reinforce_with_baseline", "seq-mean-token-mean", True)
+    variant = {p.stem.split("r1zero-")[1]: load_config(p) for p in R1ZERO if "r1zero-" in p.name}
+    assert variant["no-baseline"].loss.name == "no_baseline" and variant["no-baseline"].advantage.estimator == "raw"
+    assert variant["grpo-clip"].loss.name == "grpo_clip"
+    assert variant["const-norm"].loss.aggregation == "seq-mean-token-sum-norm"
+    assert variant["const-norm"].loss.norm_constant == 2048
+    assert not variant["no-std"].advantage.std_enabled()
+
+
+def test_qwen3_entropy_and_kl():
+    cfg = load_config(CONFIGS / "grpo-qwen3-0.6b-math.yaml")
+    assert cfg.policy.model_name == "Qwen/Qwen3-0.6B"
+    assert (cfg.loss.entropy_coef, cfg.loss.kl_coef) == (0.01, 0.05)
