@@ -43,7 +43,7 @@ def run_grpo(cfg: TrainConfig) -> int:
         for logger in loggers:
             logger.truncate_after(run.state.step)
         console = ConsoleLogger(cfg.grpo.max_num_steps, run.state.step) if cfg.logger.console else None
-        while run.state.step < cfg.grpo.max_num_steps and not _epochs_done(run):
+        while not _finished(run, announce=True):
             step_start = time.perf_counter()
             metrics = grpo_step(run)
             run.state.step += 1
@@ -65,10 +65,18 @@ def run_grpo(cfg: TrainConfig) -> int:
 def _epochs_done(run: Run) -> bool:
     """grpo.max_num_epochs passes over the training prompts have been drawn."""
     per_epoch = len(run.loader) * run.cfg.grpo.num_prompts_per_step
-    done = run.state.consumed_samples >= run.cfg.grpo.max_num_epochs * per_epoch
-    if done:
-        log.info("stopping: %d epoch(s) of training prompts used (grpo.max_num_epochs)", run.cfg.grpo.max_num_epochs)
-    return done
+    return run.state.consumed_samples >= run.cfg.grpo.max_num_epochs * per_epoch
+
+
+def _finished(run: Run, *, announce: bool = False) -> bool:
+    """The run has done grpo.max_num_steps steps or used grpo.max_num_epochs of prompts."""
+    if run.state.step >= run.cfg.grpo.max_num_steps:
+        return True
+    if _epochs_done(run):
+        if announce:
+            log.info("stopping: %d epoch(s) of training prompts used (grpo.max_num_epochs)", run.cfg.grpo.max_num_epochs)
+        return True
+    return False
 
 
 def grpo_step(run: Run) -> dict[str, Any]:
@@ -143,8 +151,8 @@ def finish_metrics(run: Run, metrics: dict[str, Any], step_seconds: float) -> di
 # ---- checkpoints ------------------------------------------------------------------------------
 
 def _checkpoint_due(run: Run) -> bool:
-    step, cfg = run.state.step, run.cfg
-    return step % cfg.checkpointing.save_period == 0 or step == cfg.grpo.max_num_steps
+    """Every save_period steps, and always at the last step (so a finished run can be exported)."""
+    return run.state.step % run.cfg.checkpointing.save_period == 0 or _finished(run)
 
 
 def save_checkpoint(run: Run, metrics: dict[str, Any]) -> float:
@@ -194,6 +202,7 @@ def shutdown(run: Run) -> None:
         ray.get(run.generation.shutdown.remote(), timeout=60)
     except Exception:  # the engine may already be gone
         pass
+    ray.kill(run.generation)  # frees its CPUs / GPU share for the next run in this process (curriculum)
     run.policy.shutdown()
 
 

@@ -225,3 +225,37 @@ class EvalConfig:
     seed: int = 0
     output_dir: str = "results/eval"
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+
+
+@dataclass
+class StageConfig:
+    name: str = REQUIRED
+    # The stage's training recipe (relative paths are read from the curriculum file's folder).
+    config: str = REQUIRED
+    overrides: list[str] = field(default_factory=list)
+
+    def validate(self) -> None:
+        if not self.name or any(c in self.name for c in "/\\ "):
+            raise ValueError(f"name: {self.name!r} is used as a folder name; use letters, digits, '-', '_' or '.'")
+
+
+@dataclass
+class CurriculumConfig:
+    """examples/run_curriculum.py: training stages run one after another, each starting from the
+    previous stage's Hugging Face export."""
+
+    output_dir: str = "results/curriculum"
+    # Which checkpoint of a finished stage is exported and handed on: the last one, or the best by
+    # that stage's checkpointing.metric_name.
+    export: Literal["final", "best"] = "final"
+    export_dtype: Precision = "bfloat16"
+    # Overrides applied to every stage (before the stage's own).
+    overrides: list[str] = field(default_factory=list)
+    stages: list[StageConfig] = field(default_factory=list)
+
+    def validate(self) -> None:
+        if not self.stages:
+            raise ValueError("stages: a curriculum needs at least one stage")
+        names = [s.name for s in self.stages]
+        if len(set(names)) != len(names):
+            raise ValueError(f"stages: stage names must be unique, got {names}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from nemo_grpo.config.schema import EvalConfig, TrainConfig
+from nemo_grpo.config.schema import CurriculumConfig, EvalConfig, TrainConfig
 from nemo_grpo.config.validate import leaf_keys
 from tests.conftest import REPO_ROOT
 
@@ -15,6 +15,7 @@ def test_every_foundation_key_is_in_docs_config_md():
     text = (REPO_ROOT / "docs" / "config.md").read_text()
     keys = [k for k in leaf_keys(TrainConfig) if k.split(".")[0] in OWN_SECTIONS]
     keys += [k for k in leaf_keys(EvalConfig) if "." not in k]
+    keys += leaf_keys(CurriculumConfig)
     missing = [k for k in keys if f"`{k}`" not in text]
     assert not missing, f"undocumented config keys: {missing}"
 
