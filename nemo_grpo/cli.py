@@ -58,12 +58,21 @@ def run_cli(
         extra_args(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
+
+    def configured_main() -> int | None:
         cfg = load_config(args.config, args.overrides, schema)
         if args.print_config:
             sys.stdout.write(to_yaml(cfg))
             return 0
-        return int(main(cfg, args) or 0)
+        return main(cfg, args)
+
+    return run_reporting_user_errors(configured_main)
+
+
+def run_reporting_user_errors(main: Callable[[], int | None]) -> int:
+    """Run `main`; a user error ends it with one `error: ...` line on stderr and status 2."""
+    try:
+        return int(main() or 0)
     except (ConfigError, ValueError, FileNotFoundError) as exc:
         if not _is_user_error(exc):
             raise
@@ -72,9 +81,11 @@ def run_cli(
 
 
 def _is_user_error(exc: BaseException) -> bool:
+    from nemo_grpo.checkpoint.hf_files import ExportError
     from nemo_grpo.checkpoint.manager import CheckpointMismatch
     from nemo_grpo.data.datasets import DatasetError
     from nemo_grpo.data.prompts import PromptError
     from nemo_grpo.models.gguf import ModelLoadError
 
-    return isinstance(exc, (ConfigError, DatasetError, PromptError, CheckpointMismatch, ModelLoadError, FileNotFoundError))
+    return isinstance(exc, (ConfigError, DatasetError, PromptError, CheckpointMismatch, ModelLoadError, ExportError,
+                            FileNotFoundError))
