@@ -93,7 +93,7 @@ def test_curriculum_runs_three_stages_and_resumes_in_stage_two(tmp_path, qwen_ma
     # The last export is a model transformers loads, equal to the last stage's final weights.
     from transformers import AutoModelForCausalLM
 
-    from nemo_grpo.checkpoint.export import load_dcp_state_dict
+    from nemo_grpo.checkpoint.dcp_read import load_dcp_state_dict
 
     exported = AutoModelForCausalLM.from_pretrained(out / "long" / "hf").state_dict()
     trained = load_dcp_state_dict(out / "long" / "checkpoints" / "step_2" / "policy" / "weights")
