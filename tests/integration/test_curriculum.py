@@ -20,7 +20,7 @@ from tests.integration.tiny_run import make_tiny_model_dir
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
 # (name, steps, max new tokens, max sequence length): the context grows stage by stage.
-STAGES = [("short", 2, 4, 64), ("medium", 3, 6, 80), ("long", 2, 8, 96)]
+STAGES = [("short", 1, 4, 64), ("medium", 2, 6, 80), ("long", 1, 8, 96)]
 
 
 def write_curriculum(path: Path, model: Path, out: Path) -> Path:
@@ -96,6 +96,6 @@ def test_curriculum_runs_three_stages_and_resumes_in_stage_two(tmp_path, qwen_ma
     from nemo_grpo.checkpoint.dcp_read import load_dcp_state_dict
 
     exported = AutoModelForCausalLM.from_pretrained(out / "long" / "hf").state_dict()
-    trained = load_dcp_state_dict(out / "long" / "checkpoints" / "step_2" / "policy" / "weights")
+    trained = load_dcp_state_dict(out / "long" / "checkpoints" / "step_1" / "policy" / "weights")
     for key, value in exported.items():
         assert value.float().equal(trained[key].float()), key
