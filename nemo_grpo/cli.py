@@ -85,7 +85,8 @@ def _is_user_error(exc: BaseException) -> bool:
     from nemo_grpo.checkpoint.manager import CheckpointMismatch
     from nemo_grpo.data.datasets import DatasetError
     from nemo_grpo.data.prompts import PromptError
+    from nemo_grpo.evals.runner import EvalResumeMismatch
     from nemo_grpo.models.gguf import ModelLoadError
 
     return isinstance(exc, (ConfigError, DatasetError, PromptError, CheckpointMismatch, ModelLoadError, ExportError,
-                            FileNotFoundError))
+                            EvalResumeMismatch, FileNotFoundError))

@@ -2,7 +2,7 @@
 
     prompts -> [refit if stale] -> generate G responses each -> grade -> advantages
             -> [old / reference log-probs if the loss needs them] -> train (minibatches)
-            -> metrics -> checkpoint
+            -> metrics -> [validation, see validation.py] -> checkpoint
 
 Algorithmic choices live in the config and the pure functions of `nemo_grpo.algorithms`; this
 file only moves data between the driver and the workers. The driver never holds model weights:
@@ -29,6 +29,7 @@ from nemo_grpo.logging.metrics import rollout_metrics
 from nemo_grpo.policy.batch import pack_rollouts
 from nemo_grpo.algorithms.kl import kl_estimate, kl_penalty_in_reward
 from nemo_grpo.algorithms.rollouts import collect_rollouts
+from nemo_grpo.algorithms.validation import run_validation, validation_due
 from nemo_grpo.utils.faults import maybe_crash
 
 log = logging.getLogger(__name__)
@@ -43,10 +44,17 @@ def run_grpo(cfg: TrainConfig) -> int:
         for logger in loggers:
             logger.truncate_after(run.state.step)
         console = ConsoleLogger(cfg.grpo.max_num_steps, run.state.step) if cfg.logger.console else None
+        if cfg.grpo.val_at_start and run.state.step == 0:  # a resumed run did it before its first step
+            val_row = {"step": 0, **run_validation(run, refit)}
+            for logger in loggers:
+                logger.log(val_row)
         while not _finished(run, announce=True):
             step_start = time.perf_counter()
             metrics = grpo_step(run)
             run.state.step += 1
+            last = _finished(run)
+            if validation_due(run.state.step, cfg.grpo, last=last):  # before the checkpoint: meta.json has it
+                metrics.update(run_validation(run, refit))
             if cfg.checkpointing.enabled and _checkpoint_due(run):
                 metrics["timing/checkpoint_s"] = save_checkpoint(run, metrics)
             metrics = finish_metrics(run, metrics, time.perf_counter() - step_start)

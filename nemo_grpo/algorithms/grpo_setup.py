@@ -13,6 +13,7 @@ import ray
 import torch
 
 from nemo_grpo.algorithms.minibatch import loss_needs_all_rows
+from nemo_grpo.algorithms.validation import engine_max_len, load_validation_sets
 from nemo_grpo.checkpoint.manager import CheckpointManager
 from nemo_grpo.config.schema import TrainConfig
 from nemo_grpo.data.datasets import load_problems
@@ -51,6 +52,7 @@ class Run:
     world_size: int
     model_path: str
     need_reference: bool
+    validation: list[Any] = field(default_factory=list)  # ScoredSet per data.validation entry
 
     @property
     def sleep_engine_while_training(self) -> bool:
@@ -105,6 +107,7 @@ def setup_run(cfg: TrainConfig) -> Run:
     tokenizer = load_tokenizer(tokenizer_path)  # fails early, with a clear message, without the hub
     rows = load_train_prompts(cfg, tokenizer)
     loader = PromptLoader(rows, cfg.grpo.num_prompts_per_step, seed=cfg.grpo.seed, shuffle=cfg.data.shuffle)
+    validation = load_validation_sets(cfg, tokenizer)
 
     world_size = world_size_of(cfg)
     on_gpu = torch.cuda.is_available() and cfg.cluster.gpus_per_node > 0
@@ -126,14 +129,14 @@ def setup_run(cfg: TrainConfig) -> Run:
     generation = ray.remote(GenerationWorker).options(
         num_cpus=cfg.cluster.cpus_per_worker, num_gpus=0.5 if on_gpu else 0, runtime_env=engine_env,
     ).remote(backend, model_path, tokenizer_path, cfg.generation, precision=cfg.policy.precision,
-             seed=cfg.grpo.seed, max_model_len=cfg.policy.max_total_sequence_length,
+             seed=cfg.grpo.seed, max_model_len=engine_max_len(cfg, validation),
              num_threads=None if on_gpu else os.cpu_count())
     backend = ray.get(generation.backend_name.remote())
     log.info("generation backend: %s", backend)
     checkpoints = CheckpointManager(Path(cfg.checkpointing.checkpoint_dir), cfg.checkpointing.keep_top_k,
                                     cfg.checkpointing.metric_name, cfg.checkpointing.higher_is_better)
     return Run(cfg, tokenizer, loader, policy, generation, backend, checkpoints, RunState(), world_size,
-               model_path, need_reference)
+               model_path, need_reference, validation)
 
 
 def compat_fields(run: Run, fingerprint: dict[str, Any]) -> dict[str, Any]:

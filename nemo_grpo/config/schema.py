@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from nemo_grpo.algorithms.config import AdvantageConfig, DapoConfig, LossConfig
 from nemo_grpo.config.validate import REQUIRED
+from nemo_grpo.evals.metrics import logged_ks, metric_names
 from nemo_grpo.rewards.config import RewardConfig
 
 Precision = Literal["bfloat16", "float16", "float32"]
@@ -155,6 +156,40 @@ class DatasetConfig:
     def validate(self) -> None:
         if self.repeat < 1:
             raise ValueError(f"repeat: must be at least 1, got {self.repeat}")
+        if self.num_samples is not None and self.num_samples < 1:
+            raise ValueError(f"num_samples: must be at least 1, got {self.num_samples}")
+        if self.temperature is not None and self.temperature < 0:
+            raise ValueError(f"temperature: must be >= 0, got {self.temperature}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p: must be in (0, 1], got {self.top_p}")
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens: must be at least 1, got {self.max_new_tokens}")
+
+
+SAMPLING_KEYS = ("num_samples", "temperature", "top_p", "max_new_tokens")
+
+
+def check_scored_sets(sets: list[DatasetConfig], where: str) -> None:
+    """Validation and evaluation sets: unique names (they name the metrics and the output
+    folders) and one copy of each problem (several samples per problem are `num_samples`)."""
+    seen: set[str] = set()
+    for i, ds in enumerate(sets):
+        if ds.repeat != 1:
+            raise ValueError(f"{where}[{i}].repeat: scored sets are not repeated; "
+                             f"set {where}[{i}].num_samples={ds.repeat} for {ds.repeat} samples per problem")
+        if ds.name in seen:
+            raise ValueError(f"{where}[{i}].name: two sets are named '{ds.name}'; names label the metrics, "
+                             "so give each set its own name (with `path:` for a file)")
+        seen.add(ds.name)
+
+
+def validation_metric_names(sets: list[DatasetConfig]) -> list[str]:
+    """Every `val/<set>/<metric>` the training loop logs for these validation sets."""
+    names = []
+    for ds in sets:
+        n = ds.num_samples or 1
+        names += [f"val/{ds.name}/{m}" for m in metric_names(n, logged_ks(n))]
+    return names
 
 
 @dataclass
@@ -215,16 +250,62 @@ class TrainConfig:
     checkpointing: CheckpointingConfig = field(default_factory=CheckpointingConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
+    def validate(self) -> None:
+        check_scored_sets(self.data.validation, "data.validation")
+        for key in SAMPLING_KEYS:
+            if getattr(self.data.train, key) is not None:
+                raise ValueError(f"data.train.{key}: sampling settings belong to validation sets; training samples "
+                                 "follow grpo.num_generations_per_prompt and the generation section")
+        grpo, ckpt = self.grpo, self.checkpointing
+        scheduled = grpo.val_period > 0 or grpo.val_at_start or grpo.val_at_end
+        if scheduled and not self.data.validation:
+            raise ValueError("data.validation: grpo.val_period / val_at_start / val_at_end ask for validation but no "
+                             "set is listed; add one (e.g. [{name: aime24, num_samples: 16}]) or set grpo.val_period=0")
+        if ckpt.metric_name and ckpt.metric_name.startswith("val/"):
+            valid = validation_metric_names(self.data.validation)
+            if ckpt.metric_name not in valid:
+                listed = ", ".join(valid) if valid else "none: data.validation is empty"
+                raise ValueError(f"checkpointing.metric_name: '{ckpt.metric_name}' names no validation metric; "
+                                 f"valid names: {listed}")
+            if not scheduled:
+                raise ValueError(f"checkpointing.metric_name: '{ckpt.metric_name}' needs validation to run; "
+                                 "set grpo.val_period (and/or val_at_end)")
+
+
+@dataclass
+class EvalDataConfig:
+    datasets: list[DatasetConfig] = field(default_factory=list)
+    data_dir: str | None = None
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+
+    def validate(self) -> None:
+        if not self.datasets:
+            raise ValueError("datasets: list at least one set to evaluate, e.g. [{name: aime24}]")
+        check_scored_sets(self.datasets, "data.datasets")
+
 
 @dataclass
 class EvalConfig:
     generation: GenerationConfig = field(default_factory=GenerationConfig)
-    data: DataConfig = field(default_factory=DataConfig)
+    data: EvalDataConfig = field(default_factory=EvalDataConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     num_samples: int = 1
     seed: int = 0
+    precision: Precision = "bfloat16"
+    problems_per_chunk: int = 64
     output_dir: str = "results/eval"
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    def validate(self) -> None:
+        if not self.generation.model_name:
+            raise ValueError("generation.model_name: set the model to evaluate, e.g. generation.model_name=<hf folder>")
+        if self.num_samples < 1:
+            raise ValueError(f"num_samples: must be at least 1, got {self.num_samples}")
+        if self.problems_per_chunk < 1:
+            raise ValueError(f"problems_per_chunk: must be at least 1, got {self.problems_per_chunk}")
+        for i, ds in enumerate(self.data.datasets):
+            if ds.max_new_tokens is None and self.generation.max_new_tokens is None:
+                raise ValueError(f"generation.max_new_tokens: set it (or data.datasets[{i}].max_new_tokens): "
+                                 "an evaluation needs a response length limit")
 
 
 @dataclass

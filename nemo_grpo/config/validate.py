@@ -134,7 +134,7 @@ def build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
             if isinstance(exc, ConfigError):
                 raise
             msg = str(exc)
-            raise ConfigError(f"{prefix}.{msg}" if prefix and not msg.startswith(prefix) else msg) from None
+            raise ConfigError(f"{prefix}.{msg}" if prefix and not msg.startswith(f"{prefix}.") else msg) from None
     return obj
 
 

@@ -22,11 +22,12 @@ __all__ = [
 
 
 def make_generation_backend(cfg: Any, model_path: str, tokenizer: Any, *, precision: str, seed: int,
-                            max_model_len: int | None = None) -> GenerationBackend:
-    """The configured backend, built once per run (vLLM starts with dummy weights: refit first)."""
+                            max_model_len: int | None = None, load_weights: bool = False) -> GenerationBackend:
+    """The configured backend, built once per run. vLLM starts with dummy weights (refit first)
+    unless `load_weights` (evaluation: sample from the checkpoint in `model_path` as it is)."""
     from nemo_grpo.generation.worker import available_backend, make_backend
 
     name = available_backend(cfg.backend)
     log.info("generation backend: %s (requested %s)", name, cfg.backend)
     return make_backend(name, model_path, tokenizer, cfg, precision=precision, seed=seed,
-                        max_model_len=max_model_len)
+                        max_model_len=max_model_len, load_weights=load_weights)

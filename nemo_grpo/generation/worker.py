@@ -32,7 +32,7 @@ def _vllm_backend_available() -> bool:
 
 
 def make_backend(name: str, model_path: str, tokenizer, gen_cfg, *, precision: str, seed: int,
-                 max_model_len: int) -> GenerationBackend:
+                 max_model_len: int, load_weights: bool = False) -> GenerationBackend:
     on_gpu = torch.cuda.is_available()
     dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(precision, torch.float32) if on_gpu else torch.float32
     if name == "hf":
@@ -42,7 +42,8 @@ def make_backend(name: str, model_path: str, tokenizer, gen_cfg, *, precision: s
     if name == "vllm":
         from nemo_grpo.generation.vllm_backend import VllmGenerationBackend
 
-        return VllmGenerationBackend(model_path, tokenizer, gen_cfg, dtype=dtype, seed=seed, max_model_len=max_model_len)
+        return VllmGenerationBackend(model_path, tokenizer, gen_cfg, dtype=dtype, seed=seed, max_model_len=max_model_len,
+                                     load_format="auto" if load_weights else "dummy")
     raise ValueError(f"unknown generation backend '{name}'")
 
 

@@ -19,8 +19,9 @@ class ModelLoadError(ValueError):
     """A model or tokenizer that cannot be found or loaded; the message says what to use instead."""
 
 
-def load_tokenizer(name: str):
-    """The tokenizer of a hub id, an HF folder or a converted .gguf file, or a clear ModelLoadError."""
+def load_tokenizer(name: str, key: str = "policy.model_name"):
+    """The tokenizer of a hub id, an HF folder or a converted .gguf file, or a clear ModelLoadError
+    that names the config `key` to change."""
     from transformers import AutoTokenizer
 
     try:
@@ -28,7 +29,7 @@ def load_tokenizer(name: str):
     except (OSError, ValueError) as exc:
         reason = str(exc).splitlines()[0][:200].rstrip(".")
         raise ModelLoadError(
-            f"cannot load model '{name}': {reason}. Without the Hugging Face Hub, set policy.model_name "
+            f"cannot load model '{name}': {reason}. Without the Hugging Face Hub, set {key} "
             "to a local HF folder or a .gguf file"
         ) from None
 

@@ -51,47 +51,84 @@ def run_script(model: Path, run_dir: Path, *overrides: str, env: dict | None = N
     return proc
 
 
+VAL_METRIC = "val/tiny/response_length_mean"
+
+
+def straight_overrides(model: Path) -> list[str]:
+    """4 steps, validated at step 0, every 2 steps and at the end (step 4, once) on 8 problems x 4
+    samples with their own sampling settings; checkpoints ranked by a validation metric."""
+    return ["grpo.max_num_steps=4", "grpo.val_period=2", "grpo.val_at_start=true", "grpo.val_at_end=true",
+            f"data.validation=[{{name: tiny, path: {model / 'problems.jsonl'}, max_samples: 8, num_samples: 4, "
+            "temperature: 1.5, max_new_tokens: 12}]",
+            "checkpointing.keep_top_k=1", f"checkpointing.metric_name={VAL_METRIC}",
+            "checkpointing.higher_is_better=false"]
+
+
 @pytest.fixture(scope="module")
 def straight_run(tiny_model, tmp_path_factory):
     """An uninterrupted 4-step run through the CLI, shared by the tests below."""
     run_dir = tmp_path_factory.mktemp("straight")
-    rc, out = run_script(tiny_model, run_dir, "grpo.max_num_steps=4")
+    rc, out = run_script(tiny_model, run_dir, *straight_overrides(tiny_model))
     assert rc == 0, out
     return run_dir
 
 
 def test_grpo_run_writes_metrics_and_checkpoints(straight_run):
     rows = read_metrics(straight_run)
-    assert [r["step"] for r in rows] == [1, 2, 3, 4]
-    for row in rows:
+    assert [r["step"] for r in rows] == [0, 1, 2, 3, 4]  # step 0: the validation before training
+    for row in rows[1:]:
         missing = [k for k in REQUIRED if k not in row]
         assert not missing, missing
         assert row["train/lr"] == pytest.approx(1e-3)
         assert row["generation/backend"] == "hf"
-    assert any(r["train/trained_fraction"] > 0 for r in rows), "no step had a reward signal to train on"
+    assert any(r["train/trained_fraction"] > 0 for r in rows[1:]), "no step had a reward signal to train on"
     assert (straight_run / "logs" / "config.yaml").is_file()
-    for step in (1, 2, 3, 4):
+    # keep_top_k=1 by the validation metric (lower is better): the best validated step and the latest
+    val = {r["step"]: r[VAL_METRIC] for r in rows if VAL_METRIC in r}
+    best = min((v, -step) for step, v in val.items() if step > 0)
+    assert sorted(p.name for p in (straight_run / "ckpt").iterdir()) == sorted({f"step_{-best[1]}", "step_4"})
+    for step in sorted({-best[1], 4}):
         ckpt = straight_run / "ckpt" / f"step_{step}"
         assert (ckpt / "meta.json").is_file() and (ckpt / "policy" / "weights" / ".metadata").is_file()
         assert (ckpt / "config.yaml").is_file() and (ckpt / "tokenizer" / "tokenizer.json").is_file()
+        assert json.loads((ckpt / "meta.json").read_text())["metrics"][VAL_METRIC] == val[step]
+
+
+def test_validation_runs_at_start_every_period_and_at_the_end(straight_run):
+    rows = {r["step"]: r for r in read_metrics(straight_run)}
+    validated = [step for step, r in rows.items() if "val/tiny/avg@4" in r]
+    assert validated == [0, 2, 4]
+    for step in validated:
+        row = rows[step]
+        for key in ("avg@4", "pass@1", "pass@2", "pass@4", "maj@4", "truncated_rate", "no_answer_rate"):
+            assert 0.0 <= row[f"val/tiny/{key}"] <= 1.0, key
+        assert row["val/tiny/pass@1"] == pytest.approx(row["val/tiny/avg@4"])
+        assert row["val/tiny/avg@4"] <= row["val/tiny/pass@2"] <= row["val/tiny/pass@4"]
+        assert 0 < row[VAL_METRIC] <= 12 and row["timing/validation_s"] > 0
+    assert "train/loss" not in rows[0]
 
 
 def test_kill_after_step_2_then_resume_matches_uninterrupted(tiny_model, straight_run, tmp_path):
     killed = tmp_path / "killed"
-    proc = run_script(tiny_model, killed, "grpo.max_num_steps=4", wait=False)
-    marker = killed / "ckpt" / "step_2" / "meta.json"
+    proc = run_script(tiny_model, killed, *straight_overrides(tiny_model), wait=False)
+    metrics = killed / "logs" / "metrics.jsonl"
+
+    def step_2_done() -> bool:  # checkpointed, then logged (the row is written after the checkpoint)
+        checkpointed = (killed / "ckpt" / "step_2" / "meta.json").exists()
+        return checkpointed and metrics.exists() and '"step": 2,' in metrics.read_text()
+
     deadline = time.time() + 600
-    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+    while not step_2_done() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
-    assert marker.exists(), proc.stdout.read() if proc.poll() is not None else "timed out"
+    assert step_2_done(), proc.stdout.read() if proc.poll() is not None else "timed out"
     os.killpg(proc.pid, signal.SIGKILL)  # a real kill of the run, during step 3
     proc.wait()
-    rc, out = run_script(tiny_model, killed, "grpo.max_num_steps=4")
+    rc, out = run_script(tiny_model, killed, *straight_overrides(tiny_model))
     assert rc == 0, out
     assert "resumed from" in out
     expected, resumed = read_metrics(straight_run), read_metrics(killed)
-    assert [r["step"] for r in resumed] == [1, 2, 3, 4]
-    assert [comparable(r) for r in resumed[2:]] == [comparable(r) for r in expected[2:]]
+    assert [r["step"] for r in resumed] == [0, 1, 2, 3, 4]  # the resumed run did not validate step 0 again
+    assert [comparable(r) for r in resumed if r["step"] > 2] == [comparable(r) for r in expected if r["step"] > 2]
 
 
 def test_interrupted_save_keeps_previous_checkpoint_resumable(tiny_model, tmp_path):

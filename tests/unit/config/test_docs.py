@@ -14,7 +14,7 @@ OWN_SECTIONS = ("grpo", "policy", "generation", "data", "logger", "checkpointing
 def test_every_foundation_key_is_in_docs_config_md():
     text = (REPO_ROOT / "docs" / "config.md").read_text()
     keys = [k for k in leaf_keys(TrainConfig) if k.split(".")[0] in OWN_SECTIONS]
-    keys += [k for k in leaf_keys(EvalConfig) if "." not in k]
+    keys += [k for k in leaf_keys(EvalConfig) if k.split(".")[0] != "reward"]  # reward: docs/grader.md
     keys += leaf_keys(CurriculumConfig)
     missing = [k for k in keys if f"`{k}`" not in text]
     assert not missing, f"undocumented config keys: {missing}"

@@ -29,7 +29,7 @@ def test_deepscaler_24k_merges_all_three_stages():
     assert (cfg.grpo.num_prompts_per_step, cfg.grpo.num_generations_per_prompt) == (128, 8)  # 8K
     assert cfg.policy.train_global_batch_size == 64 and cfg.policy.train_micro_batch_size == 1  # 8K
     assert cfg.generation.max_new_tokens == 24576  # 8K's interpolation, resolved with 24K's length
-    assert cfg.data.validation[0].name == "aime24" and cfg.data.validation[0].repeat == 16
+    assert cfg.data.validation[0].name == "aime24" and cfg.data.validation[0].num_samples == 16
     assert (cfg.loss.clip_low, cfg.loss.clip_high) == (0.2, 0.28)  # 8K's lower, 16K's upper clip
     assert cfg.loss.kl_coef == 1e-4  # 24K
     assert cfg.advantage.leave_one_out and cfg.advantage.normalize_std  # 8K
