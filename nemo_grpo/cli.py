@@ -1,7 +1,8 @@
 """The command-line front shared by the example scripts: `--config FILE [a.b=c ...] [--print-config]`.
 
 User errors (a bad key, a missing file, a dataset that cannot load) end the program with one
-line on stderr and exit status 2, never a traceback.
+line on stderr and exit status 2, never a traceback. A run that a collapse guard stops ends with
+one line on stderr naming the rule and the values, and exit status 3.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from nemo_grpo.config import ConfigError, load_config, to_yaml
+from nemo_grpo.logging.guards import GuardStop
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,9 +72,13 @@ def run_cli(
 
 
 def run_reporting_user_errors(main: Callable[[], int | None]) -> int:
-    """Run `main`; a user error ends it with one `error: ...` line on stderr and status 2."""
+    """Run `main`; a user error ends it with one `error: ...` line on stderr and status 2, a
+    collapse guard's stop with its one-line message and status 3."""
     try:
         return int(main() or 0)
+    except GuardStop as exc:  # a collapse guard ended the run, after saving a checkpoint
+        print(str(exc), file=sys.stderr)
+        return exc.exit_status
     except (ConfigError, ValueError, FileNotFoundError) as exc:
         if not _is_user_error(exc):
             raise

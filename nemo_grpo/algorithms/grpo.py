@@ -2,7 +2,8 @@
 
     prompts -> [refit if stale] -> generate G responses each -> grade -> advantages
             -> [old / reference log-probs if the loss needs them] -> train (minibatches)
-            -> metrics -> [validation, see validation.py] -> checkpoint
+            -> metrics -> [validation, see validation.py] -> checkpoint -> guards (may stop the run)
+            -> loggers
 
 Algorithmic choices live in the config and the pure functions of `nemo_grpo.algorithms`; this
 file only moves data between the driver and the workers. The driver never holds model weights:
@@ -21,11 +22,13 @@ import torch
 from nemo_grpo.algorithms.advantages import compute_advantages
 from nemo_grpo.algorithms.grpo_setup import Run, compat_fields, needs_old_logprobs, setup_run, skip_zero_advantage
 from nemo_grpo.checkpoint.manager import CheckpointMismatch, check_resumable, read_meta
-from nemo_grpo.config import save_config
+from nemo_grpo.config import config_to_dict, save_config, to_yaml
 from nemo_grpo.config.schema import TrainConfig
 from nemo_grpo.generation.interface import SamplingParams
-from nemo_grpo.logging.loggers import ConsoleLogger, JsonlLogger
-from nemo_grpo.logging.metrics import rollout_metrics
+from nemo_grpo.logging.guards import GuardStop, GuardWatch
+from nemo_grpo.logging.loggers import make_loggers
+from nemo_grpo.logging.metrics import rollout_metrics, throughput_metrics
+from nemo_grpo.logging.rollout_dump import dump_rollouts, rollout_dump_due
 from nemo_grpo.policy.batch import pack_rollouts
 from nemo_grpo.algorithms.kl import kl_estimate, kl_penalty_in_reward
 from nemo_grpo.algorithms.rollouts import collect_rollouts
@@ -36,18 +39,17 @@ log = logging.getLogger(__name__)
 
 
 def run_grpo(cfg: TrainConfig) -> int:
+    """Train; returns 0, or raises GuardStop (exit status 3 from the CLI) when a stop rule fires."""
     run = setup_run(cfg)
+    loggers = None
     try:
         resume_or_start(run)  # refuses (before anything is written) a checkpoint of another run
         save_config(cfg, f"{cfg.logger.log_dir}/config.yaml")
-        loggers = [JsonlLogger(f"{cfg.logger.log_dir}/metrics.jsonl")] if cfg.logger.jsonl else []
-        for logger in loggers:
-            logger.truncate_after(run.state.step)
-        console = ConsoleLogger(cfg.grpo.max_num_steps, run.state.step) if cfg.logger.console else None
+        loggers = make_loggers(cfg.logger, start_step=run.state.step, total_steps=cfg.grpo.max_num_steps,
+                               config=config_to_dict(cfg), config_text=to_yaml(cfg))
+        guards = GuardWatch(cfg.guards, history=loggers.history)
         if cfg.grpo.val_at_start and run.state.step == 0:  # a resumed run did it before its first step
-            val_row = {"step": 0, **run_validation(run, refit)}
-            for logger in loggers:
-                logger.log(val_row)
+            loggers.log({"step": 0, **run_validation(run, refit)})
         while not _finished(run, announce=True):
             step_start = time.perf_counter()
             metrics = grpo_step(run)
@@ -58,16 +60,27 @@ def run_grpo(cfg: TrainConfig) -> int:
             if cfg.checkpointing.enabled and _checkpoint_due(run):
                 metrics["timing/checkpoint_s"] = save_checkpoint(run, metrics)
             metrics = finish_metrics(run, metrics, time.perf_counter() - step_start)
-            for logger in loggers:
-                logger.log(metrics)
-            if console:
-                console.log(metrics)
-        if console:
-            console.close()
+            stop = guards.check(metrics)  # warn rules log here; a stop rule returns its reason
+            if stop:
+                stop.checkpoint = _checkpoint_before_stop(run, metrics)
+            loggers.log(metrics)
+            if stop:
+                raise stop
         log.info("finished %d steps; checkpoints in %s", run.state.step, cfg.checkpointing.checkpoint_dir)
         return 0
     finally:
+        if loggers:
+            loggers.close()  # flushes TensorBoard / W&B and draws the final plots
         shutdown(run)
+
+
+def _checkpoint_before_stop(run: Run, metrics: dict[str, Any]) -> str | None:
+    """A guard stops the run: keep this step (unless it was just saved) so it can be resumed."""
+    if not run.cfg.checkpointing.enabled:
+        return None
+    if "timing/checkpoint_s" not in metrics:
+        metrics["timing/checkpoint_s"] = save_checkpoint(run, metrics)
+    return str(run.checkpoints.root / f"step_{run.state.step}")
 
 
 def _epochs_done(run: Run) -> bool:
@@ -120,6 +133,10 @@ def grpo_step(run: Run) -> dict[str, Any]:
     run.state.consumed_samples += step.prompts_drawn
     seq_adv = batch.advantages.sum(-1) / batch.mask.sum(-1).clamp(min=1)
     metrics = rollout_metrics(rollouts, step.grades, rewards, seq_adv, run.group_size)
+    if cfg.loss.kl_in_reward:
+        metrics["train/kl_ref"] = float((kl * batch.mask).sum() / batch.mask.sum().clamp(min=1))
+    if rollout_dump_due(cfg.logger.rollout_dump_period, run.state.step + 1):
+        dump_rollouts(cfg.logger.log_dir, run.state.step + 1, step, rewards, seq_adv)
     metrics.update({f"train/{k}": v for k, v in train_metrics.items() if k != "train_time_s"})
     metrics.update({f"timing/{k}_s": v for k, v in timing.items()})
     if cfg.dapo.dynamic_sampling:
@@ -149,8 +166,7 @@ def finish_metrics(run: Run, metrics: dict[str, Any], step_seconds: float) -> di
     metrics["timing/step_s"] = step_seconds
     phases = sum(v for k, v in metrics.items() if k.startswith("timing/") and k != "timing/step_s")
     metrics["timing/other_s"] = max(0.0, step_seconds - phases)
-    if metrics.get("timing/generation_s"):
-        metrics["throughput/generation_tokens_per_s"] = metrics["train/tokens_generated"] / metrics["timing/generation_s"]
+    metrics.update(throughput_metrics(metrics))
     metrics["train/consumed_samples"] = run.state.consumed_samples
     metrics["generation/backend"] = run.backend
     return metrics
@@ -230,4 +246,4 @@ class _timer:
         self.sink[self.name] = self.sink.get(self.name, 0.0) + time.perf_counter() - self.start
 
 
-__all__ = ["run_grpo", "grpo_step", "CheckpointMismatch"]
+__all__ = ["run_grpo", "grpo_step", "CheckpointMismatch", "GuardStop"]

@@ -25,6 +25,8 @@ class StepRollouts:
     grades: list[GradeResult] = field(default_factory=list)
     rewards: torch.Tensor = field(default_factory=lambda: torch.zeros(0))  # shaped
     answers: list[str] = field(default_factory=list)  # gold answer per prompt
+    prompts: list[str] = field(default_factory=list)  # prompt text per prompt, as the model read it
+    problems: list[str] = field(default_factory=list)  # problem text per prompt
     prompts_drawn: int = 0
     gen_batches: int = 0
     filled_groups: int = 0
@@ -38,8 +40,8 @@ def collect_rollouts(run, params: SamplingParams) -> StepRollouts:
     want, group = cfg.grpo.num_prompts_per_step, cfg.grpo.num_generations_per_prompt
     dynamic = cfg.dapo.dynamic_sampling
     attempts = cfg.dapo.max_num_gen_batches if dynamic else 1
-    kept: list[tuple[list[Rollout], list[GradeResult], torch.Tensor, str]] = []  # one entry per group
-    dropped: list[tuple[list[Rollout], list[GradeResult], torch.Tensor, str]] = []
+    kept: list[tuple[list[Rollout], list[GradeResult], torch.Tensor, dict]] = []  # one entry per group
+    dropped: list[tuple[list[Rollout], list[GradeResult], torch.Tensor, dict]] = []
     out = StepRollouts(seconds={"generation": 0.0, "reward": 0.0})
     for attempt in range(attempts):
         prompts = run.loader.next_batch()
@@ -61,17 +63,19 @@ def collect_rollouts(run, params: SamplingParams) -> StepRollouts:
         out.seconds["reward"] += time.perf_counter() - start
         for g in range(len(prompts)):
             rows = slice(g * group, (g + 1) * group)
-            entry = (rollouts[rows], grades[rows], rewards[rows], prompts[g]["answer"])
+            entry = (rollouts[rows], grades[rows], rewards[rows], prompts[g])
             (kept if bool(keep[rows].all()) else dropped).append(entry)
         if len(kept) >= want:
             break
     if len(kept) < want:
         out.filled_groups = want - len(kept)
         kept += dropped[: out.filled_groups]
-    for index, (rolls, grades, rewards, answer) in enumerate(kept[:want]):
+    for index, (rolls, grades, rewards, prompt) in enumerate(kept[:want]):
         for r in rolls:
             out.rollouts.append(Rollout(index, r.prompt_ids, r.response_ids, r.logprobs, r.finish_reason, r.text))
         out.grades.extend(grades)
-        out.answers.append(answer)
+        out.answers.append(prompt["answer"])
+        out.prompts.append(prompt.get("prompt", ""))
+        out.problems.append(prompt.get("problem", ""))
         out.rewards = torch.cat([out.rewards, rewards])
     return out

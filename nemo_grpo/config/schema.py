@@ -16,6 +16,7 @@ from typing import Any, Literal
 from nemo_grpo.algorithms.config import AdvantageConfig, DapoConfig, LossConfig
 from nemo_grpo.config.validate import REQUIRED
 from nemo_grpo.evals.metrics import logged_ks, metric_names
+from nemo_grpo.logging.guards import GuardRule
 from nemo_grpo.rewards.config import RewardConfig
 
 Precision = Literal["bfloat16", "float16", "float32"]
@@ -212,6 +213,13 @@ class LoggerConfig:
     wandb_name: str | None = None
     wandb_mode: Literal["online", "offline", "disabled"] = "offline"
     metrics_on_skipped_rows: bool = True
+    plot_period: int = 10
+    rollout_dump_period: int = 0
+
+    def validate(self) -> None:
+        for name in ("plot_period", "rollout_dump_period"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"logger.{name}: must be >= 0 (0 turns it off), got {getattr(self, name)}")
 
 
 @dataclass
@@ -249,6 +257,7 @@ class TrainConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     checkpointing: CheckpointingConfig = field(default_factory=CheckpointingConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    guards: list[GuardRule] = field(default_factory=list)
 
     def validate(self) -> None:
         check_scored_sets(self.data.validation, "data.validation")

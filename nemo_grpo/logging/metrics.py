@@ -20,6 +20,7 @@ def rollout_metrics(rollouts: list[Any], grades: list[Any], rewards: torch.Tenso
         "train/reward_std": float(rewards.std()) if len(rewards) > 1 else 0.0,
         "train/correct_rate": float(correct.mean()),
         "train/format_rate": mean(float(g.format_ok) for g in grades),
+        "train/answer_rate": mean(float(g.extracted is not None) for g in grades),
         "train/solve_none": float((solved == 0).float().mean()),
         "train/solve_all": float((solved == group_size).float().mean()),
         "train/response_length_mean": mean(lengths),
@@ -30,6 +31,17 @@ def rollout_metrics(rollouts: list[Any], grades: list[Any], rewards: torch.Tenso
         "train/tokens_generated": float(sum(lengths)),
         "reward/grader_failures": float(sum(g.status in ("timeout", "error") for g in grades)),
     }
+
+
+def throughput_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """Tokens per second of generation (generated tokens / generation time) and of training
+    (response tokens through forward + backward, over all PPO epochs / train time)."""
+    out = {}
+    for name, tokens, seconds in (("generation", "train/tokens_generated", "timing/generation_s"),
+                                  ("train", "train/tokens_trained", "timing/train_s")):
+        if metrics.get(seconds) and tokens in metrics:
+            out[f"throughput/{name}_tokens_per_s"] = metrics[tokens] / metrics[seconds]
+    return out
 
 
 def merge_rank_metrics(per_rank: list[dict[str, float]]) -> dict[str, float]:

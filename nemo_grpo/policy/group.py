@@ -55,6 +55,7 @@ class PolicyGroup:
         metrics = merge_rank_metrics(outs)
         metrics["trained_fraction"] = kept / (len(batch) * ppo_epochs)
         trained = metrics.pop("tokens", 0.0)
+        metrics["tokens_trained"] = trained  # response tokens through the backward pass, all epochs
         total = trained + skipped_sums["tokens"]
         for key in ("entropy", "token_mult_prob_error", "gen_kl_error"):  # over every response token
             if total:

@@ -38,11 +38,16 @@ def comparable(m: dict) -> dict:
     return {k: v for k, v in m.items() if not k.startswith(("timing/", "throughput/"))}
 
 
-def run_script(model: Path, run_dir: Path, *overrides: str, env: dict | None = None, wait: bool = True):
-    args = [sys.executable, str(REPO_ROOT / "examples" / "run_grpo_math.py"), "--config",
+def script_args(model: Path, run_dir: Path, *overrides: str) -> list[str]:
+    """The command line of examples/run_grpo_math.py on tiny.yaml with this model and run folder."""
+    return [sys.executable, str(REPO_ROOT / "examples" / "run_grpo_math.py"), "--config",
             str(REPO_ROOT / "tests" / "integration" / "tiny.yaml"), f"policy.model_name={model}",
             f"data.train.path={model / 'problems.jsonl'}",
             f"checkpointing.checkpoint_dir={run_dir / 'ckpt'}", f"logger.log_dir={run_dir / 'logs'}", *overrides]
+
+
+def run_script(model: Path, run_dir: Path, *overrides: str, env: dict | None = None, wait: bool = True):
+    args = script_args(model, run_dir, *overrides)
     proc = subprocess.Popen(args, cwd=REPO_ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     if wait:
