@@ -47,6 +47,7 @@ def run_grpo(cfg: TrainConfig) -> int:
         save_config(cfg, f"{cfg.logger.log_dir}/config.yaml")
         loggers = make_loggers(cfg.logger, start_step=run.state.step, total_steps=cfg.grpo.max_num_steps,
                                config=config_to_dict(cfg), config_text=to_yaml(cfg))
+        restore_checkpoint_row(run, loggers)
         guards = GuardWatch(cfg.guards, history=loggers.history)
         if cfg.grpo.val_at_start and run.state.step == 0:  # a resumed run did it before its first step
             loggers.log({"step": 0, **run_validation(run, refit)})
@@ -57,12 +58,14 @@ def run_grpo(cfg: TrainConfig) -> int:
             last = _finished(run)
             if validation_due(run.state.step, cfg.grpo, last=last):  # before the checkpoint: meta.json has it
                 metrics.update(run_validation(run, refit))
-            if cfg.checkpointing.enabled and _checkpoint_due(run):
-                metrics["timing/checkpoint_s"] = save_checkpoint(run, metrics)
             metrics = finish_metrics(run, metrics, time.perf_counter() - step_start)
             stop = guards.check(metrics)  # warn rules log here; a stop rule returns its reason
+            # The checkpoint's meta.json carries the whole row, so a kill between saving and logging
+            # loses no row (restore_checkpoint_row puts it back on resume). A stop saves first.
+            if cfg.checkpointing.enabled and (_checkpoint_due(run) or stop):
+                metrics["timing/checkpoint_s"] = save_checkpoint(run, metrics)
             if stop:
-                stop.checkpoint = _checkpoint_before_stop(run, metrics)
+                stop.checkpoint = str(run.checkpoints.root / f"step_{run.state.step}") if cfg.checkpointing.enabled else None
             loggers.log(metrics)
             if stop:
                 raise stop
@@ -72,15 +75,6 @@ def run_grpo(cfg: TrainConfig) -> int:
         if loggers:
             loggers.close()  # flushes TensorBoard / W&B and draws the final plots
         shutdown(run)
-
-
-def _checkpoint_before_stop(run: Run, metrics: dict[str, Any]) -> str | None:
-    """A guard stops the run: keep this step (unless it was just saved) so it can be resumed."""
-    if not run.cfg.checkpointing.enabled:
-        return None
-    if "timing/checkpoint_s" not in metrics:
-        metrics["timing/checkpoint_s"] = save_checkpoint(run, metrics)
-    return str(run.checkpoints.root / f"step_{run.state.step}")
 
 
 def _epochs_done(run: Run) -> bool:
@@ -213,6 +207,26 @@ def resume_or_start(run: Run) -> None:
     torch.set_rng_state(saved["torch_rng"])
     run.state.weights_stale = True  # the engine still has the initial weights
     log.info("resumed from %s (step %d)", latest, run.state.step)
+
+
+def restore_checkpoint_row(run: Run, loggers) -> None:
+    """On resume, put back the metrics row of the checkpoint's step if a kill came between saving
+    the checkpoint and logging the row."""
+    latest = run.checkpoints.latest()
+    if run.state.step == 0 or latest is None:
+        return
+    row = missing_row(loggers.history, read_meta(latest), run.state.step)
+    if row is not None:
+        loggers.restore(row)
+        log.info("restored the metrics row of step %d from %s", run.state.step, latest)
+
+
+def missing_row(history: list[dict[str, Any]], meta: dict[str, Any], step: int) -> dict[str, Any] | None:
+    """The row of `step` from a checkpoint's meta.json, when the history has no training row of it."""
+    if any(r.get("step") == step and "timing/step_s" in r for r in history):
+        return None
+    metrics = meta.get("metrics", {})
+    return {**metrics, "step": step} if metrics else None
 
 
 def _json_roundtrip(value: Any) -> Any:

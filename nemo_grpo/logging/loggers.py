@@ -156,6 +156,14 @@ class Loggers:
         for backend in self.backends:
             backend.log(metrics)
 
+    def restore(self, row: dict[str, Any]) -> None:
+        """A row of an earlier step recovered on resume: into the files of record and the history
+        (not the console, whose progress bar counts steps run now)."""
+        for backend in self.backends:
+            if isinstance(backend, (JsonlLogger, TensorBoardLogger)):
+                backend.log(row)
+        self.history.append(row)
+
     def close(self) -> None:
         for backend in self.backends:
             try:

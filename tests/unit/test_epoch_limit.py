@@ -29,3 +29,12 @@ def test_last_step_is_always_checkpointed():
     assert _checkpoint_due(fake_run(consumed=20, epochs=1, step=5))  # the epoch limit ends the run here
     assert _checkpoint_due(fake_run(consumed=0, epochs=9, step=7, max_steps=7))  # max_num_steps
     assert _checkpoint_due(fake_run(consumed=0, epochs=9, step=10))  # save_period
+
+
+def test_resume_restores_a_row_lost_between_checkpoint_and_log():
+    from nemo_grpo.algorithms.grpo import missing_row
+
+    meta = {"step": 2, "metrics": {"step": 2, "timing/step_s": 3.0, "train/reward_mean": 0.5}}
+    history = [{"step": 0, "val/x/avg@1": 0.1}, {"step": 1, "timing/step_s": 2.0}]
+    assert missing_row(history, meta, 2) == {"step": 2, "timing/step_s": 3.0, "train/reward_mean": 0.5}
+    assert missing_row(history + [{"step": 2, "timing/step_s": 3.0}], meta, 2) is None  # logged before the kill
