@@ -103,7 +103,7 @@ def load_train_prompts(cfg: TrainConfig, tokenizer) -> list[dict[str, Any]]:
 def setup_run(cfg: TrainConfig) -> Run:
     seed_everything(cfg.grpo.seed)
     model_path = resolve_model_path(cfg.policy.model_name)
-    tokenizer_path = resolve_model_path(cfg.policy.tokenizer_name) if cfg.policy.tokenizer_name else model_path
+    tokenizer_path = resolve_model_path(cfg.policy.tokenizer_name, "policy.tokenizer_name") if cfg.policy.tokenizer_name else model_path
     tokenizer = load_tokenizer(tokenizer_path)  # fails early, with a clear message, without the hub
     rows = load_train_prompts(cfg, tokenizer)
     loader = PromptLoader(rows, cfg.grpo.num_prompts_per_step, seed=cfg.grpo.seed, shuffle=cfg.data.shuffle)

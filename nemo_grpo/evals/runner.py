@@ -155,7 +155,7 @@ def run_evaluation(cfg: EvalConfig) -> dict[str, dict[str, Any]]:
     from nemo_grpo.models.gguf import load_tokenizer, resolve_model_path
     from nemo_grpo.rewards.pool import shutdown_pool
 
-    model_path = resolve_model_path(cfg.generation.model_name)
+    model_path = resolve_model_path(cfg.generation.model_name, "generation.model_name")
     tokenizer = load_tokenizer(model_path, key="generation.model_name")
     backend = available_backend(cfg.generation.backend)
     sets = []

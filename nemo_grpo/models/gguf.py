@@ -38,10 +38,12 @@ def cache_dir() -> Path:
     return Path(os.environ.get("NEMO_GRPO_CACHE", Path.home() / ".cache" / "nemo_grpo")).expanduser()
 
 
-def resolve_model_path(name: str) -> str:
-    """A hub id or folder unchanged; a `.gguf` file as the path of its converted folder."""
+def resolve_model_path(name: str, key: str = "policy.model_name") -> str:
+    """A local folder: unchanged. A hub id: its downloaded (or cached) snapshot folder, so that every
+    component (the trainer, vLLM, the exporter) reads the same local files. A `.gguf` file: the
+    folder it is converted to once."""
     if not name.endswith(".gguf"):
-        return name
+        return name if Path(name).expanduser().exists() or not _looks_like_hub_id(name) else hub_snapshot(name, key)
     src = Path(name).expanduser().resolve()
     if not src.is_file():
         raise FileNotFoundError(f"GGUF model file not found: {src}")
@@ -49,6 +51,24 @@ def resolve_model_path(name: str) -> str:
     if not (out / "config.json").is_file():
         convert_gguf(src, out)
     return str(out)
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    return name.count("/") == 1 and not name.startswith((".", "/", "~"))
+
+
+def hub_snapshot(repo_id: str, key: str = "policy.model_name") -> str:
+    """The local folder of a hub model (config, tokenizer and safetensors weights)."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken"])
+    except Exception as exc:  # offline, no such repo, gated, no network
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:200].rstrip(".")
+        raise ModelLoadError(
+            f"cannot load model '{repo_id}': {reason}. Without the Hugging Face Hub, set {key} "
+            "to a local HF folder or a .gguf file"
+        ) from None
 
 
 def convert_gguf(src: Path, out: Path) -> Path:

@@ -41,3 +41,7 @@ def test_missing_model_is_a_clear_error(tmp_path):
         load_tokenizer(str(tmp_path / "no-such-model"))
     with pytest.raises(FileNotFoundError, match="GGUF model file not found"):
         resolve_model_path(str(tmp_path / "absent.gguf"))
+    # A hub id is fetched as a local snapshot; without the hub (tests run offline) that is a clear error.
+    with pytest.raises(ModelLoadError, match=r"cannot load model 'no-such-org/no-such-model'.*local HF folder"):
+        resolve_model_path("no-such-org/no-such-model")
+    assert resolve_model_path(str(tmp_path)) == str(tmp_path)  # a local folder is used as it is
