@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from nemo_grpo.algorithms.config import AdvantageConfig, DapoConfig, LossConfig
+from nemo_grpo.algorithms.config import AdvantageConfig, DapoConfig, LossConfig, validate_sections
 from nemo_grpo.config.validate import REQUIRED
 from nemo_grpo.evals.metrics import logged_ks, metric_names
 from nemo_grpo.logging.guards import GuardRule
@@ -260,6 +260,7 @@ class TrainConfig:
     guards: list[GuardRule] = field(default_factory=list)
 
     def validate(self) -> None:
+        validate_sections(self.advantage, self.loss, self.dapo)  # rules that span the algorithm sections
         check_scored_sets(self.data.validation, "data.validation")
         for key in SAMPLING_KEYS:
             if getattr(self.data.train, key) is not None:

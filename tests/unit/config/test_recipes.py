@@ -143,3 +143,10 @@ def test_qwen3_entropy_and_kl():
     cfg = load_config(CONFIGS / "grpo-qwen3-0.6b-math.yaml")
     assert cfg.policy.model_name == "Qwen/Qwen3-0.6B"
     assert (cfg.loss.entropy_coef, cfg.loss.kl_coef) == (0.01, 0.05)
+
+
+def test_rules_across_algorithm_sections_are_checked_at_load():
+    from nemo_grpo.config import ConfigError
+
+    with pytest.raises(ConfigError, match="no_baseline uses the raw reward"):
+        load_config(CONFIGS / "grpo-qwen2.5-math-1.5b-r1zero.yaml", ["loss.name=no_baseline"])
