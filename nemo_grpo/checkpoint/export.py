@@ -39,7 +39,6 @@ from nemo_grpo.checkpoint.hf_files import (
 from nemo_grpo.checkpoint.manager import CheckpointManager
 from nemo_grpo.models.gguf import resolve_model_path
 
-
 EXPORT_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 __all__ = ["ExportError", "ExportSummary", "describe_export", "default_export_dir", "export_checkpoint",
