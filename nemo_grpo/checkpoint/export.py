@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import math
 import shutil
 import uuid
@@ -39,8 +38,6 @@ from nemo_grpo.checkpoint.hf_files import (
 )
 from nemo_grpo.checkpoint.manager import CheckpointManager
 from nemo_grpo.models.gguf import resolve_model_path
-
-log = logging.getLogger(__name__)
 
 EXPORT_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 

@@ -6,11 +6,13 @@ trainer's layout; the trained, FSDP-written case is tests/integration/test_expor
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import runpy
 import shutil
+import sys
 import warnings
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
@@ -231,21 +233,18 @@ def test_sizes_and_shards():
     assert split_shards(sizes, 100) == [["a", "b", "c", "d", "e"]]
 
 
-# ---- the command line (in this process; tests/integration/test_export_hf.py runs it as a program) ----
+# ---- the command line -----------------------------------------------------------------------
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("convert_dcp_to_hf", REPO_ROOT / "examples" / "convert_dcp_to_hf.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+SCRIPT = REPO_ROOT / "examples" / "convert_dcp_to_hf.py"
 
 
-def run_script(argv: list[str]) -> int:
-    from nemo_grpo.cli import run_reporting_user_errors
-
-    script = load_script()
-    args = script.parse_args(argv)
-    return run_reporting_user_errors(lambda: script.main(args))
+def run_program(argv: list[str], capsys) -> tuple[int, str, str]:
+    """The script run as the main program in this process (a subprocess would import torch again)."""
+    capsys.readouterr()
+    with mock.patch.object(sys, "argv", [str(SCRIPT), *argv]), pytest.raises(SystemExit) as exc:
+        runpy.run_path(str(SCRIPT), run_name="__main__")
+    out, err = capsys.readouterr()
+    return exc.value.code, out, err
 
 
 def test_cli_user_errors_are_one_line_and_exit_2(tmp_path, untied, capsys):
@@ -262,12 +261,11 @@ def test_cli_user_errors_are_one_line_and_exit_2(tmp_path, untied, capsys):
                                "--hf-ckpt-path", str(tmp_path / "o")],
     }
     for expected, argv in cases.items():
-        assert run_script(argv) == 2, argv
-        err = capsys.readouterr().err
-        assert err.startswith("error: ") and expected in err and err.count("\n") == 1, err
-    with pytest.raises(SystemExit) as exc:
-        load_script().parse_args(["--config", "c.yaml"])
-    assert exc.value.code == 2 and "all of --config, --dcp-ckpt-path and --hf-ckpt-path" in capsys.readouterr().err
+        code, out, err = run_program(argv, capsys)
+        assert (code, out) == (2, ""), argv
+        assert err.startswith("error: ") and expected in err and err.count("\n") == 1, err  # one line, no traceback
+    code, _, err = run_program(["--config", "c.yaml"], capsys)  # argparse: usage, then the error
+    assert code == 2 and "all of --config, --dcp-ckpt-path and --hf-ckpt-path" in err.splitlines()[-1]
 
 
 def test_cli_long_form_writes_the_export_and_a_summary(tmp_path, untied, capsys):
@@ -275,8 +273,9 @@ def test_cli_long_form_writes_the_export_and_a_summary(tmp_path, untied, capsys)
     out = tmp_path / "hf"
     argv = ["--config", str(step_dir / "config.yaml"), "--dcp-ckpt-path", str(weights_of(step_dir)),
             "--hf-ckpt-path", str(out), "--dtype", "float16", "--no-verify"]
-    assert run_script(argv) == 0
-    lines = capsys.readouterr().out.splitlines()
+    code, stdout, err = run_program(argv, capsys)
+    assert code == 0, err
+    lines = stdout.splitlines()
     params = sum(t.numel() for t in weights.values())
     assert lines[0] == f"wrote {out}"
     assert lines[1].startswith(f"{params:,} parameters, float16, 1 shard(s), ") and "not verified" in lines[1]
