@@ -109,6 +109,10 @@ def _draw(ax, panel: Panel, runs: list[list[dict]], labels: list[str], window: i
         return
     if len(keys) > 1:  # with one metric per panel, the figure's legend names the runs
         ax.legend(fontsize=7, loc="best")
+    if all(y == 0 for line in ax.lines for y in line.get_ydata()):  # e.g. no clipping in on-policy updates
+        ax.set_ylim(-0.05, 1.0)
+        ax.text(0.5, 0.5, "all values are 0", ha="center", va="center", transform=ax.transAxes, color="0.4",
+                fontsize=9)
     ax.set_xlabel("step", fontsize=8)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.tick_params(labelsize=8)
@@ -177,7 +181,9 @@ def write_run_plots(log_dir: str | Path) -> list[Path]:
     panels = [p for p in RUN_PANELS if p.pattern is None or p.keys([rows])]
     label = [log_dir.name]
     written = [draw_panels([rows], label, [p], log_dir / "plots" / f"{p.name}.png") for p in panels]
-    written.append(draw_panels([rows], label, panels, log_dir / "plots" / "overview.png", title=str(log_dir)))
+    last = max((r["step"] for r in rows if isinstance(r.get("step"), int)), default=0)
+    written.append(draw_panels([rows], label, panels, log_dir / "plots" / "overview.png",
+                               title=f"{log_dir.resolve()}: step {last}"))
     return written
 
 
