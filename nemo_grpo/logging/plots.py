@@ -53,7 +53,8 @@ RUN_PANELS = [
 # The comparison command's default: one metric per panel, so that runs share a colour per panel.
 COMPARE_METRICS = [
     "train/reward_mean", "train/correct_rate", "train/format_rate", "train/entropy",
-    "train/response_length_mean", "train/truncated_rate", "train/kl_ref", "train/clipfrac", "train/grad_norm",
+    "train/response_length_mean", "train/truncated_rate", "train/kl_ref", "train/kl_ref_low_entropy",
+    "train/kl_ref_high_entropy", "train/clipfrac", "train/grad_norm",
 ]
 
 
@@ -158,7 +159,7 @@ def plot_runs(paths: list[str | Path], out: str | Path, *, metrics: list[str] | 
     runs = [read_metrics(p) for p in paths]
     labels = labels or [_run_label(p) for p in paths]
     if metrics:
-        panels = [Panel(_short(m), m, (m,)) for m in metrics]
+        panels = [Panel(_short(m), _short(m), (m,)) for m in metrics]
     else:
         present = {k for rows in runs for row in rows for k in row}
         wanted = [m for m in COMPARE_METRICS if m in present] + sorted(k for k in present if VAL_ACCURACY.match(k))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 import json
 import struct
+import time
 
 import pytest
 
@@ -100,6 +101,7 @@ def test_wandb_offline_writes_its_run_and_resumes_the_same_id(tmp_path, monkeypa
                        wandb_name="tiny", plot_period=0)
     run_attempt(cfg, 0, [1, 2, 3])
     run_id = (tmp_path / "wandb_run_id").read_text().strip()
+    time.sleep(1.1)  # W&B names offline folders by the second; a real resume is never that quick
     run_attempt(cfg, 2, [3, 4], scale=2.0)
     assert (tmp_path / "wandb_run_id").read_text().strip() == run_id
     files = sorted(glob.glob(str(tmp_path / "wandb" / f"offline-run-*-{run_id}" / f"run-{run_id}.wandb")))
