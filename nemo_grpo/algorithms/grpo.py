@@ -55,8 +55,7 @@ def run_grpo(cfg: TrainConfig) -> int:
             step_start = time.perf_counter()
             metrics = grpo_step(run)
             run.state.step += 1
-            last = _finished(run)
-            if validation_due(run.state.step, cfg.grpo, last=last):  # before the checkpoint: meta.json has it
+            if validation_due(run.state.step, cfg.grpo, last=_finished(run)):  # before the checkpoint: meta.json has it
                 metrics.update(run_validation(run, refit))
             metrics = finish_metrics(run, metrics, time.perf_counter() - step_start)
             stop = guards.check(metrics)  # warn rules log here; a stop rule returns its reason

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from nemo_grpo.checkpoint.dcp_read import dcp_tensor_specs, load_dcp_state_dict
-from nemo_grpo.models.gguf import ModelLoadError, load_tokenizer
+from nemo_grpo.models.gguf import ModelLoadError, first_line, load_tokenizer
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -36,9 +36,8 @@ def read_model_config(source: str):
     try:
         return AutoConfig.from_pretrained(source)
     except (OSError, ValueError) as exc:
-        reason = str(exc).splitlines()[0][:200].rstrip(".")
         raise ModelLoadError(
-            f"cannot read the model config of '{source}' (the model the run started from): {reason}. "
+            f"cannot read the model config of '{source}' (the model the run started from): {first_line(exc)}. "
             "The export takes config.json from it; make it reachable (a local HF folder, or the hub cache)"
         ) from None
 

@@ -19,6 +19,11 @@ class ModelLoadError(ValueError):
     """A model or tokenizer that cannot be found or loaded; the message says what to use instead."""
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (at most 200 characters), for one-line errors."""
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:200].rstrip(".")
+
+
 def load_tokenizer(name: str, key: str = "policy.model_name"):
     """The tokenizer of a hub id, an HF folder or a converted .gguf file, or a clear ModelLoadError
     that names the config `key` to change."""
@@ -27,9 +32,8 @@ def load_tokenizer(name: str, key: str = "policy.model_name"):
     try:
         return AutoTokenizer.from_pretrained(name)
     except (OSError, ValueError) as exc:
-        reason = str(exc).splitlines()[0][:200].rstrip(".")
         raise ModelLoadError(
-            f"cannot load model '{name}': {reason}. Without the Hugging Face Hub, set {key} "
+            f"cannot load model '{name}': {first_line(exc)}. Without the Hugging Face Hub, set {key} "
             "to a local HF folder or a .gguf file"
         ) from None
 
@@ -64,9 +68,8 @@ def hub_snapshot(repo_id: str, key: str = "policy.model_name") -> str:
     try:
         return snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken"])
     except Exception as exc:  # offline, no such repo, gated, no network
-        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:200].rstrip(".")
         raise ModelLoadError(
-            f"cannot load model '{repo_id}': {reason}. Without the Hugging Face Hub, set {key} "
+            f"cannot load model '{repo_id}': {first_line(exc)}. Without the Hugging Face Hub, set {key} "
             "to a local HF folder or a .gguf file"
         ) from None
 
