@@ -99,6 +99,25 @@ def test_grpo_run_writes_metrics_and_checkpoints(straight_run):
         assert json.loads((ckpt / "meta.json").read_text())["metrics"][VAL_METRIC] == val[step]
 
 
+FIXTURE = REPO_ROOT / "tests" / "fixtures" / "tiny_run_metrics.jsonl"
+
+
+def test_metrics_equal_the_fixture_recorded_before_the_layout_move(straight_run):
+    """`tests/fixtures/tiny_run_metrics.jsonl` is this run's `metrics.jsonl` (timing keys dropped), recorded
+    at commit a1fcafa, before the package was split into algorithms / trainer / config layers. Moving code
+    must not change what a run computes: the same keys, the same values (floats to 1e-6 relative, for BLAS
+    kernels that may differ between machines of one kind; everything else exactly)."""
+    expected = [json.loads(line) for line in FIXTURE.read_text().splitlines()]
+    rows = [comparable(r) for r in read_metrics(straight_run)]
+    assert [sorted(r) for r in rows] == [sorted(r) for r in expected]
+    for got, want in zip(rows, expected):
+        for key, value in want.items():
+            if isinstance(value, float):
+                assert got[key] == pytest.approx(value, rel=1e-6, abs=1e-9), (want["step"], key)
+            else:
+                assert got[key] == value, (want["step"], key)
+
+
 def test_validation_runs_at_start_every_period_and_at_the_end(straight_run):
     rows = {r["step"]: r for r in read_metrics(straight_run)}
     validated = [step for step, r in rows.items() if "val/tiny/avg@4" in r]
