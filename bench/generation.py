@@ -56,7 +56,7 @@ def main() -> None:
 
     from transformers import AutoTokenizer
 
-    from nemo_grpo.config.schema import GenerationConfig
+    from nemo_grpo.generation.config import GenerationConfig
     from nemo_grpo.generation.hf_backend import HFGenerationBackend
     from nemo_grpo.generation.interface import SamplingParams
     from nemo_grpo.models.build import build_random_model, tiny_config

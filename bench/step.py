@@ -34,7 +34,7 @@ def main() -> None:
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     from transformers import AutoTokenizer
 
-    from nemo_grpo.algorithms.grpo import run_grpo
+    from nemo_grpo.trainer.loop import run_grpo
     from tests.integration.tiny_run import make_tiny_model_dir, tiny_train_config
 
     shared = Path(os.environ.get("NEMO_GRPO_SHARED", REPO.parent / "shared"))

@@ -5,7 +5,7 @@
     uv run examples/run_curriculum.py --config=... cluster.gpus_per_node=4           # any other key: every stage
 
 Run the same command again after an interruption: finished stages are skipped and the
-unfinished one resumes from its latest checkpoint. See nemo_grpo/algorithms/curriculum.py.
+unfinished one resumes from its latest checkpoint. See nemo_grpo/trainer/curriculum.py.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from nemo_grpo.cli import REPO_ROOT, run_cli
-from nemo_grpo.config.schema import CurriculumConfig
+from nemo_grpo.trainer.config import CurriculumConfig
 
 DEFAULT_CONFIG = str(REPO_ROOT / "configs" / "curriculum-deepscaler-1.5b.yaml")
 CURRICULUM_KEYS = {f.name for f in fields(CurriculumConfig)}
@@ -35,7 +35,7 @@ def main(argv: list[str]) -> int:
     kept, stage_overrides = split_overrides(argv)
 
     def run(cfg: CurriculumConfig, args) -> int:
-        from nemo_grpo.algorithms.curriculum import run_curriculum
+        from nemo_grpo.trainer.curriculum import run_curriculum
 
         return run_curriculum(cfg, Path(args.config).resolve().parent, stage_overrides)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 
 from nemo_grpo.cli import run_cli
-from nemo_grpo.config.schema import EvalConfig
+from nemo_grpo.evals.config import EvalConfig
 
 
 def main(cfg: EvalConfig, args) -> int:

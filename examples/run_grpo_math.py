@@ -10,15 +10,16 @@ from __future__ import annotations
 import sys
 
 from nemo_grpo.cli import REPO_ROOT, run_cli
-from nemo_grpo.config.schema import TrainConfig
+from nemo_grpo.trainer.config import TrainConfig
 
 DEFAULT_CONFIG = str(REPO_ROOT / "configs" / "grpo-smollm2-135m-arithmetic.yaml")
 
 
 def main(cfg: TrainConfig, args) -> int:
-    from nemo_grpo.algorithms.grpo import run_grpo
+    from nemo_grpo.trainer.loop import run_grpo
 
-    return run_grpo(cfg)
+    run_grpo(cfg)
+    return 0
 
 
 if __name__ == "__main__":

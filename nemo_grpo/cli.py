@@ -14,8 +14,9 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from nemo_grpo.config import ConfigError, load_config, to_yaml
+from nemo_grpo.config import load_config, to_yaml
 from nemo_grpo.logging.guards import GuardStop
+from nemo_grpo.utils.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,20 +80,6 @@ def run_reporting_user_errors(main: Callable[[], int | None]) -> int:
     except GuardStop as exc:  # a collapse guard ended the run, after saving a checkpoint
         print(str(exc), file=sys.stderr)
         return exc.exit_status
-    except (ConfigError, ValueError, FileNotFoundError) as exc:
-        if not _is_user_error(exc):
-            raise
+    except (UserError, FileNotFoundError) as exc:  # FileNotFoundError: a path the user gave
         print(f"error: {exc}", file=sys.stderr)
         return 2
-
-
-def _is_user_error(exc: BaseException) -> bool:
-    from nemo_grpo.checkpoint.hf_files import ExportError
-    from nemo_grpo.checkpoint.manager import CheckpointMismatch
-    from nemo_grpo.data.datasets import DatasetError
-    from nemo_grpo.data.prompts import PromptError
-    from nemo_grpo.evals.runner import EvalResumeMismatch
-    from nemo_grpo.models.gguf import ModelLoadError
-
-    return isinstance(exc, (ConfigError, DatasetError, PromptError, CheckpointMismatch, ModelLoadError, ExportError,
-                            EvalResumeMismatch, FileNotFoundError))

@@ -208,6 +208,27 @@ class LossConfig:
     archer: ArcherConfig = field(default_factory=ArcherConfig)
     """Archer dual-token loss (with name ppo_clip)."""
 
+    @property
+    def archer_kl(self) -> bool:
+        """Archer is on with a KL term on either entropy side."""
+        return bool(self.archer.enabled and (self.archer.low_entropy_kl_coef or self.archer.high_entropy_kl_coef))
+
+    @property
+    def kl_loss_term(self) -> bool:
+        """The KL to the reference is a term of the loss (kl_in_reward moves it into the reward)."""
+        return self.kl_coef != 0.0 and not self.kl_in_reward
+
+    @property
+    def needs_reference(self) -> bool:
+        """Reference log-probs are needed: a KL in the loss or the reward, or Archer's split KL."""
+        return self.kl_coef != 0.0 or self.archer_kl
+
+    @property
+    def needs_all_rows(self) -> bool:
+        """Rows with zero advantage still have a gradient (a KL, entropy or NLL term), so none may skip
+        the backward pass."""
+        return self.kl_loss_term or self.archer_kl or self.entropy_coef != 0.0 or self.positive_nll_coef != 0.0
+
     def validate(self) -> None:
         if self.clip_low < 0 or self.clip_high < 0:
             raise ValueError("loss.clip_low/clip_high: must be >= 0 (they are epsilons, not ratio bounds)")

@@ -18,7 +18,7 @@ import math
 import torch
 
 from nemo_grpo.algorithms.aggregation import Normalizer
-from nemo_grpo.policy.batch import TrainBatch, split_even
+from nemo_grpo.algorithms.batch import TrainBatch, split_even
 
 
 def split_minibatches(n: int, global_batch_size: int) -> list[slice]:
@@ -28,15 +28,6 @@ def split_minibatches(n: int, global_batch_size: int) -> list[slice]:
             "set num_prompts_per_step x num_generations_per_prompt to a multiple of it"
         )
     return [slice(i, i + global_batch_size) for i in range(0, n, global_batch_size)]
-
-
-def loss_needs_all_rows(loss_cfg) -> bool:
-    """True when rows with zero advantage still have a gradient (KL, entropy or NLL terms)."""
-    archer = getattr(loss_cfg, "archer", None)
-    archer_kl = bool(archer and archer.enabled and (archer.low_entropy_kl_coef or archer.high_entropy_kl_coef))
-    nll = getattr(loss_cfg, "positive_nll_coef", 0.0) != 0.0
-    kl_loss = loss_cfg.kl_coef != 0.0 and not getattr(loss_cfg, "kl_in_reward", False)
-    return kl_loss or loss_cfg.entropy_coef != 0.0 or archer_kl or nll
 
 
 def trainable_rows(batch: TrainBatch, *, skip_zero_advantage: bool) -> torch.Tensor:

@@ -139,8 +139,7 @@ def policy_loss(
     metrics = _metrics(batch, flags, keep, old)
     metrics["pg_loss"] = pg.detach()
     total = pg
-    kl_as_loss = cfg.kl_coef != 0.0 and not cfg.kl_in_reward  # kl_in_reward moves it into the reward instead
-    if kl_as_loss or (cfg.archer.enabled and (cfg.archer.low_entropy_kl_coef or cfg.archer.high_entropy_kl_coef)):
+    if cfg.kl_loss_term or cfg.archer_kl:
         total = total + _kl_terms(batch, cfg, old, keep, normalizer, flags, metrics)
     if batch.entropy is not None:
         ent = aggregate(batch.entropy, keep, cfg.aggregation, normalizer)

@@ -37,9 +37,10 @@ from nemo_grpo.checkpoint.hf_files import (
     write_tokenizer,
 )
 from nemo_grpo.checkpoint.manager import CheckpointManager
-from nemo_grpo.models.gguf import resolve_model_path
+from nemo_grpo.models.precision import DTYPES
+from nemo_grpo.models.source import resolve_model_path
 
-EXPORT_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+EXPORT_DTYPES = DTYPES
 
 __all__ = ["ExportError", "ExportSummary", "describe_export", "default_export_dir", "export_checkpoint",
            "export_to_hf", "find_step_dir", "load_dcp_state_dict", "sources_from_run_config", "verify_export"]

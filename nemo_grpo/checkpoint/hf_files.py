@@ -12,13 +12,14 @@ from typing import Any
 import torch
 
 from nemo_grpo.checkpoint.dcp_read import dcp_tensor_specs, load_dcp_state_dict
-from nemo_grpo.models.gguf import ModelLoadError, first_line, load_tokenizer
+from nemo_grpo.models.source import ModelLoadError, first_line, load_tokenizer
+from nemo_grpo.utils.errors import UserError
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 
 
-class ExportError(ValueError):
+class ExportError(UserError, ValueError):
     """An export that cannot be made as asked; the message says what to change."""
 
 

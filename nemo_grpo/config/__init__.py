@@ -1,4 +1,9 @@
-"""Config loading: `load_config(path, overrides, schema)` returns a validated dataclass tree."""
+"""Config loading: `load_config(path, overrides, schema)` returns a validated dataclass tree.
+
+This package is the generic bottom layer: YAML files with `defaults:` inheritance, `a.b=c`
+overrides, interpolations and strict typed validation against whatever dataclass tree the caller
+passes as `schema` (`TrainConfig` in `nemo_grpo.trainer.config`, `EvalConfig` in
+`nemo_grpo.evals.config`, ...). It imports nothing above it."""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ from typing import Any, TypeVar
 import yaml
 
 from nemo_grpo.config.errors import ConfigError
-from nemo_grpo.config.loader import apply_overrides, read_yaml_chain, resolve_interpolations
+from nemo_grpo.config.loader import apply_overrides, deep_merge, read_yaml_chain, resolve_interpolations
 from nemo_grpo.config.validate import build, defaults_tree
 
 T = TypeVar("T")
@@ -17,18 +22,12 @@ T = TypeVar("T")
 __all__ = ["ConfigError", "load_config", "config_to_dict", "to_yaml", "save_config"]
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None, schema: type[T] | None = None) -> T:
+def load_config(path: str | Path | None, overrides: list[str] | None, schema: type[T]) -> T:
     """Read a recipe (and what it inherits), apply overrides, resolve, and validate against `schema`."""
-    if schema is None:
-        from nemo_grpo.config.schema import TrainConfig
-
-        schema = TrainConfig  # type: ignore[assignment]
     data = read_yaml_chain(path) if path is not None else {}
     data = apply_overrides(data, list(overrides or []), known=defaults_tree(schema))
     # Interpolations may refer to keys the recipe leaves at their defaults, so resolve over the
     # defaults merged under the recipe; unknown keys are still caught by `build`.
-    from nemo_grpo.config.loader import deep_merge
-
     full = deep_merge(_plain_defaults(schema), data)
     return build(schema, resolve_interpolations(full))
 

@@ -10,7 +10,7 @@ The grammar, in the order it is applied:
    `1e-6`, `true`, `null` and `[1, 2]` have their YAML types.
 3. `${a.b}` interpolation is resolved after merging, with one extra resolver for arithmetic that
    recipes need: `${mul:${a},${b}}` multiplies its arguments.
-4. The result is checked against the typed schema (`nemo_grpo.config.schema`); see `validate.py`.
+4. The result is checked against the typed schema passed by the caller (e.g. `nemo_grpo.trainer.config.TrainConfig`); see `validate.py`.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from nemo_grpo.rewards.extract import find_boxes
+from nemo_grpo.utils.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ PROBLEM_KEYS = ("problem", "question", "Problem", "Question")
 ANSWER_KEYS = ("answer", "Answer", "final_answer")
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """A dataset that cannot be loaded; the message names the file or dataset and the reason."""
 
 

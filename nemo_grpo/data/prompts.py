@@ -16,13 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nemo_grpo.utils.errors import UserError
+
 log = logging.getLogger(__name__)
 
 ASSETS_DIR = Path(__file__).resolve().parents[2] / "assets" / "prompts"
 PLACEHOLDER = "{problem}"
 
 
-class PromptError(ValueError):
+class PromptError(UserError, ValueError):
     """A prompt template that cannot be used; the message says which and why."""
 
 

@@ -28,17 +28,22 @@ from typing import Any
 
 from tqdm import tqdm
 
-from nemo_grpo.config.schema import EvalConfig
+from nemo_grpo.distributed.device import resolve_device
+from nemo_grpo.evals.config import EvalConfig
 from nemo_grpo.evals.metrics import all_ks, summarize
 from nemo_grpo.evals.report import render_report
 from nemo_grpo.evals.score import group_by_problem, sample_and_grade
 from nemo_grpo.evals.sets import ScoredSet, eos_stop_ids, load_scored_set, sampling_for
+from nemo_grpo.generation import available_backend, make_generation_backend
+from nemo_grpo.models.source import load_tokenizer, resolve_model_path
+from nemo_grpo.rewards.pool import shutdown_pool
+from nemo_grpo.utils.errors import UserError
 from nemo_grpo.utils.faults import maybe_crash
 
 log = logging.getLogger(__name__)
 
 
-class EvalResumeMismatch(ValueError):
+class EvalResumeMismatch(UserError, ValueError):
     """An output folder written with other settings; the message lists what differs."""
 
 
@@ -149,12 +154,8 @@ def evaluate_set(scored: ScoredSet, out_dir: Path, settings: dict[str, Any], cfg
 
 
 def run_evaluation(cfg: EvalConfig) -> dict[str, dict[str, Any]]:
-    """Evaluate `generation.model_name` on every set of `data.datasets`; returns each set's summary."""
-    from nemo_grpo.generation import make_generation_backend
-    from nemo_grpo.generation.worker import available_backend
-    from nemo_grpo.models.gguf import load_tokenizer, resolve_model_path
-    from nemo_grpo.rewards.pool import shutdown_pool
-
+    """Evaluate `generation.model_name` on every set of `data.datasets`; returns each set's summary.
+    The engine runs in this process, on the GPU when one is visible."""
     model_path = resolve_model_path(cfg.generation.model_name, "generation.model_name")
     tokenizer = load_tokenizer(model_path, key="generation.model_name")
     backend = available_backend(cfg.generation.backend)
@@ -170,7 +171,8 @@ def run_evaluation(cfg: EvalConfig) -> dict[str, dict[str, Any]]:
     def engine():  # started on first use: a finished evaluation only rewrites its summaries
         if not built:
             built.append(make_generation_backend(cfg.generation, model_path, tokenizer, precision=cfg.precision,
-                                                 seed=cfg.seed, max_model_len=max_len, load_weights=True))
+                                                 seed=cfg.seed, max_model_len=max_len, load_weights=True,
+                                                 device=resolve_device(None)))
         return built[0]
 
     summaries = {}

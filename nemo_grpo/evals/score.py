@@ -6,15 +6,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 from nemo_grpo.evals.metrics import ProblemSamples
-from nemo_grpo.generation.interface import Rollout, SamplingParams
+from nemo_grpo.generation.interface import GenerateFn, SamplingParams
 from nemo_grpo.rewards.config import RewardConfig
 from nemo_grpo.rewards.math_reward import grade_batch
-
-GenerateFn = Callable[[list[list[int]], SamplingParams], list[Rollout]]
-
 
 def sample_and_grade(generate: GenerateFn, rows: list[dict[str, Any]], params: SamplingParams,
                      reward: RewardConfig) -> list[dict[str, Any]]:

@@ -12,7 +12,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from nemo_grpo.config.schema import DatasetConfig, GenerationConfig, PromptConfig
+from nemo_grpo.data.config import DatasetConfig, PromptConfig
+
+from nemo_grpo.generation.config import GenerationConfig
 from nemo_grpo.data.datasets import load_problems
 from nemo_grpo.data.prompts import build_prompts
 from nemo_grpo.evals.metrics import BREAKDOWN_KEYS

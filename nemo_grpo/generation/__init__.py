@@ -1,8 +1,8 @@
 """Generation backends (HF `generate`, vLLM) behind one interface, chosen by config.
 
-`make_generation_backend(cfg.generation, model_path, tokenizer, precision=..., seed=...)`
+`make_generation_backend(cfg.generation, model_path, tokenizer, device=..., precision=..., seed=...)`
 resolves `backend: auto` (vLLM when the `vllm` or `vllm-cpu` extra is importable, else HF) and
-logs which one it uses. The numerics-guard metrics live in `nemo_grpo.generation.numerics`.
+logs which one it uses. The numerics-guard metrics live in `nemo_grpo.algorithms.numerics`.
 """
 
 from __future__ import annotations
@@ -11,23 +11,18 @@ import logging
 from typing import Any
 
 from nemo_grpo.generation.interface import GenerationBackend, Rollout, SamplingParams
-from nemo_grpo.generation.numerics import gen_train_kl, token_mult_prob_error
+from nemo_grpo.generation.worker import available_backend, make_backend
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "GenerationBackend", "Rollout", "SamplingParams", "gen_train_kl", "make_generation_backend",
-    "token_mult_prob_error",
-]
+__all__ = ["GenerationBackend", "Rollout", "SamplingParams", "make_generation_backend"]
 
 
-def make_generation_backend(cfg: Any, model_path: str, tokenizer: Any, *, precision: str, seed: int,
+def make_generation_backend(cfg: Any, model_path: str, tokenizer: Any, *, device: str, precision: str, seed: int,
                             max_model_len: int | None = None, load_weights: bool = False) -> GenerationBackend:
     """The configured backend, built once per run. vLLM starts with dummy weights (refit first)
     unless `load_weights` (evaluation: sample from the checkpoint in `model_path` as it is)."""
-    from nemo_grpo.generation.worker import available_backend, make_backend
-
     name = available_backend(cfg.backend)
     log.info("generation backend: %s (requested %s)", name, cfg.backend)
-    return make_backend(name, model_path, tokenizer, cfg, precision=precision, seed=seed,
+    return make_backend(name, model_path, tokenizer, cfg, device=device, precision=precision, seed=seed,
                         max_model_len=max_model_len, load_weights=load_weights)

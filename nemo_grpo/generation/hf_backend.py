@@ -28,6 +28,7 @@ class HFGenerationBackend:
         self.micro_batch_size = micro_batch_size
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.last_stats = GenerationStats(backend=self.name)
+        self.version: int | None = None
 
     @torch.no_grad()
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Rollout]:
@@ -85,22 +86,38 @@ class HFGenerationBackend:
         return results
 
     def _response_length(self, tokens: list[int], stop_ids: list[int], params: SamplingParams) -> tuple[int, str]:
-        """Tokens up to and including the first stop token; "length" if none was produced."""
+        """Tokens up to and including the first stop token, or up to the stop string (a row that
+        stopped on one is padded by `generate` while the batch goes on: the pads are not part of it);
+        "length" if neither was produced."""
         for pos, tok in enumerate(tokens):
             if tok in stop_ids:
                 return pos + 1, "stop"
         if params.stop_strings:
-            text = self.tokenizer.decode(tokens)
+            end = len(tokens)
+            while end and tokens[end - 1] == self.pad_id:
+                end -= 1
+            text = self.tokenizer.decode(tokens[:end])
             if any(s in text for s in params.stop_strings):
-                return len(tokens), "stop"
+                return end, "stop"
         return len(tokens), "length"
 
-    def update_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
+    def update_weights(self, state_dict: dict[str, torch.Tensor], *, version: int | None = None) -> float:
+        if version is not None and version == self.version:
+            return 0.0
+        start = time.perf_counter()
         missing, unexpected = self.model.load_state_dict(state_dict, strict=False)
         tied = getattr(self.model.config, "tie_word_embeddings", False)
         missing = [k for k in missing if not (tied and k == "lm_head.weight")]
         if missing or unexpected:
             raise RuntimeError(f"weight refit mismatch: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        self.version = version
+        return time.perf_counter() - start
+
+    def sleep(self) -> None:
+        """Nothing to release: the HF model is small next to the policy, and stays."""
+
+    def wake_up(self) -> None:
+        """Nothing was released."""
 
     def shutdown(self) -> None:
         self.model = None

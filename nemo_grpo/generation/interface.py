@@ -8,7 +8,7 @@ distribution (what the trainer's loss compares against), and why it stopped.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Callable, Protocol
 
 import torch
 
@@ -49,13 +49,28 @@ class GenerationStats:
 
 class GenerationBackend(Protocol):
     name: str
+    version: int | None  # the `version` of the weights last loaded (None: as started)
 
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Rollout]:
         """Responses ordered prompt by prompt: all n of prompt 0, then all n of prompt 1, ..."""
         ...
 
-    def update_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
-        """Load new policy weights (full, unsharded tensors keyed by HF parameter names)."""
+    def update_weights(self, state_dict: dict[str, torch.Tensor], *, version: int | None = None) -> float:
+        """Load new policy weights (full, unsharded tensors keyed by HF parameter names); nothing to do
+        when `version` equals the one already loaded. Returns the seconds spent."""
+        ...
+
+    def sleep(self) -> None:
+        """Release device memory (weights, KV cache) while the policy trains; a no-op where nothing
+        is to be gained (CPU, HF generate)."""
+        ...
+
+    def wake_up(self) -> None:
+        """Take back what `sleep` released; `generate` and `update_weights` call it themselves."""
         ...
 
     def shutdown(self) -> None: ...
+
+
+# What the loop, validation and evaluation call to sample: a backend's `generate`, or a call to an engine actor.
+GenerateFn = Callable[[list[list[int]], SamplingParams], list[Rollout]]

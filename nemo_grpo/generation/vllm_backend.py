@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from nemo_grpo.config.schema import GenerationConfig
+from nemo_grpo.generation.config import GenerationConfig
 from nemo_grpo.generation.interface import GenerationStats, Rollout, SamplingParams
 from nemo_grpo.generation.vllm_refit import EXTENSION_CLS, chunk_state_dict, pack_chunk
 
@@ -59,6 +59,7 @@ class VllmGenerationBackend:
         tokenizer: Any,
         cfg: GenerationConfig,
         *,
+        device: str = "cpu",
         dtype: str | torch.dtype = "float32",
         seed: int = 0,
         max_model_len: int | None = None,
@@ -72,7 +73,7 @@ class VllmGenerationBackend:
         self.tokenizer = tokenizer
         # in-process vLLM-CPU replaces torch.set_num_threads and the thread count; shutdown() restores both
         self._torch_threads = (torch.set_num_threads, torch.get_num_threads())
-        self.on_gpu = torch.cuda.is_available()
+        self.on_gpu = device == "cuda"
         vcfg = cfg.vllm
         self.in_process = (not self.on_gpu) if vcfg.in_process is None else vcfg.in_process
         self.refit_path = self._choose_refit_path()
@@ -80,7 +81,7 @@ class VllmGenerationBackend:
         model_dir = self._model_dir(model_path_or_config)
         self.tied = bool(getattr(_hf_config(model_dir), "tie_word_embeddings", False))
         self.has_real_weights = load_format != "dummy"
-        self.weights_version: int | None = None  # the `version` given to the last update_weights
+        self.version: int | None = None  # the `version` given to the last update_weights
         self.stats = GenerationStats(backend=self.name)
 
         kwargs: dict[str, Any] = dict(
@@ -197,7 +198,7 @@ class VllmGenerationBackend:
     def update_weights(self, state_dict: dict[str, torch.Tensor], *, version: int | None = None) -> float:
         """Load full HF-named weights. With a `version` (e.g. the optimizer step) equal to the
         one last loaded, nothing is sent: the weights are not stale. Returns the seconds spent."""
-        if version is not None and version == self.weights_version:
+        if version is not None and version == self.version:
             return 0.0
         self.wake_up(tags=["weights"])  # colocated GPU: weights back first, the KV cache stays free
         if self.tied:  # the engine's lm_head is the embedding; never send a second copy
@@ -211,7 +212,7 @@ class VllmGenerationBackend:
         else:
             self._refit_rpc(state_dict, chunk_bytes)
         self.llm.reset_prefix_cache()  # cached KV was computed with the old weights
-        self.weights_version = version
+        self.version = version
         self.has_real_weights = True
         seconds = time.perf_counter() - t0
         self.stats.extra["refit_seconds"] = seconds
@@ -237,7 +238,7 @@ class VllmGenerationBackend:
             self.llm.sleep(level=1)
             self._asleep = {"weights", "kv_cache"}
 
-    def wake_up(self, tags: list[str] | None = None) -> None:
+    def wake_up(self, tags: list[str] | None = None) -> None:  # tags: vLLM's "weights", "kv_cache"
         """Bring back `tags` (default: everything released by `sleep`)."""
         wanted = self._asleep if tags is None else self._asleep & set(tags)
         if wanted:

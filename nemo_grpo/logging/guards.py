@@ -163,11 +163,12 @@ class GuardStop(Exception):
         super().__init__(firing.message())
         self.firing = firing
         self.checkpoint: str | None = None
+        self.context = ""  # who was stopped, when it is not the whole program (a curriculum's stage)
 
     def __str__(self) -> str:
         saved = (f"checkpoint saved at {self.checkpoint}" if self.checkpoint
                  else "no checkpoint saved (checkpointing.enabled is false)")
-        return f"stopped by {self.firing.message()}; {saved}"
+        return f"{self.context}stopped by {self.firing.message()}; {saved}"
 
 
 class GuardWatch:

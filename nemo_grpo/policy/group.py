@@ -8,7 +8,7 @@ import torch
 from nemo_grpo.algorithms.minibatch import concat, distribute, minibatch_normalizer, split_minibatches, trainable_rows
 from nemo_grpo.distributed.cluster import WorkerGroup
 from nemo_grpo.logging.metrics import merge_rank_metrics
-from nemo_grpo.policy.batch import TrainBatch, split_even
+from nemo_grpo.algorithms.batch import TrainBatch, split_even
 from nemo_grpo.policy.worker import PolicyWorker
 
 

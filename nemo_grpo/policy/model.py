@@ -9,10 +9,8 @@ from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
 from transformers import AutoModelForCausalLM
 
-from nemo_grpo.models.gguf import resolve_model_path
-
-DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
-
+from nemo_grpo.models.precision import DTYPES
+from nemo_grpo.models.source import resolve_model_path
 
 def load_hf_model(model_name: str, *, device: torch.device) -> torch.nn.Module:
     """Load fp32 master weights (a hub id, an HF folder, or a .gguf file converted once)."""

@@ -28,19 +28,19 @@ from torch.distributed.device_mesh import init_device_mesh
 from nemo_grpo.algorithms.aggregation import Normalizer
 from nemo_grpo.algorithms.entropy import logprobs_and_entropy
 from nemo_grpo.algorithms.policy_loss import LossBatch, policy_loss
-from nemo_grpo.generation.numerics import gen_train_kl, token_mult_prob_error
-from nemo_grpo.policy.batch import TrainBatch
+from nemo_grpo.algorithms.numerics import gen_train_kl, token_mult_prob_error
+from nemo_grpo.algorithms.batch import TrainBatch
 from nemo_grpo.policy.model import load_hf_model, lr_lambda, make_optimizer, model_fingerprint, shard_model
 
 
 class PolicyWorker:
     def __init__(self, rank: int, world_size: int, master_addr: str, master_port: int, policy_cfg, loss_cfg,
-                 *, temperature: float, total_optimizer_steps: int, seed: int, need_reference: bool,
+                 *, device: str, temperature: float, total_optimizer_steps: int, seed: int, need_reference: bool,
                  num_threads: int | None = None):
         self.rank, self.world_size = rank, world_size
         self.policy_cfg, self.loss_cfg, self.temperature = policy_cfg, loss_cfg, temperature
-        on_gpu = torch.cuda.is_available()
-        if on_gpu:
+        on_gpu = device == "cuda"
+        if on_gpu:  # Ray makes the rank's own GPU the only visible one
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
         self.device = torch.device("cuda", torch.cuda.current_device()) if on_gpu else torch.device("cpu")
         if num_threads:

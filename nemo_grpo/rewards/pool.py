@@ -165,10 +165,15 @@ class GraderPool:
         start_deadline = time.monotonic() + self.start_timeout_s
         while pending or any(w.task for w in self._workers):
             now = time.monotonic()
-            for w in self._workers:
+            for w in list(self._workers):
                 if pending and w.ready and w.task is None:
                     i = pending.popleft()
-                    w.conn.send((name, arg_list[i]))
+                    try:
+                        w.conn.send((name, arg_list[i]))
+                    except OSError:  # the worker died while idle (killed, out of memory): replace it, retry the task
+                        pending.appendleft(i)
+                        self._replace(w)
+                        continue
                     w.task = (i, now, now + limit)
             if not any(w.ready for w in self._workers) and now > start_deadline:
                 raise RuntimeError(f"no grader worker became ready in {self.start_timeout_s:.0f} s")
@@ -205,7 +210,10 @@ class GraderPool:
                     self.stats["timeouts"] += 1
                     results[i] = TaskResult("timeout", None, now - t0)
                     self._replace(w)
-        return [r for r in results if r is not None]
+        missing = [i for i, r in enumerate(results) if r is None]
+        if missing:  # never drop a result: the rewards would no longer line up with their responses
+            raise RuntimeError(f"grader pool lost the results of tasks {missing[:10]} ({len(missing)} of {len(results)})")
+        return results
 
     def close(self) -> None:
         with self._lock:

@@ -7,7 +7,7 @@ import ray
 import torch
 
 from nemo_grpo.distributed.cluster import init_ray
-from nemo_grpo.policy.batch import pack_rollouts
+from nemo_grpo.algorithms.batch import pack_rollouts
 from nemo_grpo.policy.group import PolicyGroup
 from tests.integration.tiny_run import make_tiny_model_dir, tiny_train_config
 
@@ -32,7 +32,8 @@ def train_once(model_dir, run_dir, world_size: int, batch):
     cfg = tiny_train_config(model_dir, run_dir, "policy.train_global_batch_size=4", "policy.train_micro_batch_size=2",
                             "policy.optimizer.lr=1e-4", "policy.max_grad_norm=0.5")
     group = PolicyGroup(world_size, cfg.policy, cfg.loss, gpus_per_worker=0.0, cpus_per_worker=0.25,
-                        temperature=1.0, total_optimizer_steps=4, seed=0, need_reference=False, num_threads=1)
+                        device="cpu", temperature=1.0, total_optimizer_steps=4, seed=0, need_reference=False,
+                        num_threads=1)
     try:
         batch.old_logprobs = group.logprobs(batch)
         metrics = group.train(batch, ppo_epochs=1, norm_constant=None, skip_zero_advantage=True)

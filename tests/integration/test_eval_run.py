@@ -13,7 +13,7 @@ import torch
 
 from nemo_grpo.cli import run_cli
 from nemo_grpo.config import load_config
-from nemo_grpo.config.schema import EvalConfig
+from nemo_grpo.evals.config import EvalConfig
 from nemo_grpo.evals import majority_vote, pass_at_k
 from nemo_grpo.evals.runner import run_evaluation
 from nemo_grpo.models.build import build_random_model, tiny_config

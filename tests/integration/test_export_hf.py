@@ -104,7 +104,7 @@ def test_command_line_short_form(trained, capsys):
 def test_vllm_generates_what_transformers_generates(trained, tmp_path, qwen_math_tokenizer):
     """vLLM loads the bf16 export of a tied model as it is (no refit) and decodes greedily the same
     tokens as transformers; both compute in fp32 here, so near-ties cannot split them."""
-    from nemo_grpo.config.schema import GenerationConfig
+    from nemo_grpo.generation.config import GenerationConfig
     from nemo_grpo.generation.interface import SamplingParams
     from nemo_grpo.generation.vllm_backend import VllmGenerationBackend
 

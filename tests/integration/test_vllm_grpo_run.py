@@ -16,7 +16,7 @@ STEPS = 3
 
 
 def test_grpo_run_with_vllm_backend(qwen_math_tokenizer, tmp_path):
-    from nemo_grpo.algorithms.grpo import run_grpo
+    from nemo_grpo.trainer.loop import run_grpo
 
     model_dir = make_tiny_model_dir(tmp_path / "model", qwen_math_tokenizer, tied=True)
     cfg = tiny_train_config(

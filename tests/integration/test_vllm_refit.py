@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from nemo_grpo.generation.interface import SamplingParams
-from nemo_grpo.generation.numerics import gen_train_kl, token_mult_prob_error
+from nemo_grpo.algorithms.numerics import gen_train_kl, token_mult_prob_error
 from tests.integration.vllm_helpers import needs_vllm, start_engine, tiny_model, trainer_logprobs
 
 pytestmark = [pytest.mark.vllm, pytest.mark.integration, needs_vllm, pytest.mark.timeout(600)]

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from nemo_grpo.config import load_config
-from nemo_grpo.config.schema import TrainConfig
+from nemo_grpo.trainer.config import TrainConfig
 from nemo_grpo.models.build import build_random_model, tiny_config
 
 

@@ -4,7 +4,7 @@ A `PolicyWorker` (FSDP2 on a one-rank gloo group, in this process: a spawned ran
 imports again) takes one optimizer step on random rollouts, saves `policy/` with DCP and records
 the trainer's own logits on fixed inputs; the `step_<N>` folder is completed with `config.yaml`,
 `tokenizer/` and `meta.json` through `CheckpointManager`, as `save_checkpoint` in
-`nemo_grpo.algorithms.grpo` does.
+`nemo_grpo.trainer.loop` does.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def free_port() -> int:
 
 
 def random_rollouts(vocab: int, rows: int = 8):
-    from nemo_grpo.policy.batch import pack_rollouts
+    from nemo_grpo.algorithms.batch import pack_rollouts
 
     gen = torch.Generator().manual_seed(0)
     prompts = [torch.randint(0, vocab, (int(torch.randint(3, 9, (1,), generator=gen)),), generator=gen).tolist()
@@ -51,7 +51,7 @@ def train_and_checkpoint(model_dir: Path, run_dir: Path, tokenizer) -> TrainedCh
     from tests.integration.tiny_run import tiny_train_config
 
     cfg = tiny_train_config(model_dir, run_dir, "policy.train_micro_batch_size=8")
-    worker = PolicyWorker(0, 1, "127.0.0.1", free_port(), cfg.policy, cfg.loss, temperature=1.0,
+    worker = PolicyWorker(0, 1, "127.0.0.1", free_port(), cfg.policy, cfg.loss, device="cpu", temperature=1.0,
                           total_optimizer_steps=1, seed=0, need_reference=False)
     try:
         batch = random_rollouts(worker.model.config.vocab_size)

@@ -7,7 +7,7 @@ import importlib.util
 import pytest
 import torch
 
-from nemo_grpo.config.schema import GenerationConfig
+from nemo_grpo.generation.config import GenerationConfig
 from nemo_grpo.models.build import build_random_model, tiny_config
 
 needs_vllm = pytest.mark.skipif(
@@ -32,7 +32,8 @@ def start_engine(model, tokenizer, tmp_dir, *, in_process: bool | None = None):
     cfg.vllm.kv_cache_memory_bytes = 256 * 2**20
     cfg.vllm.in_process = in_process
     cfg.vllm.refit_chunk_mb = 1  # several chunks even for the tiny model: exercises chunking
-    backend = make_generation_backend(cfg, str(tmp_dir), tokenizer, precision="float32", seed=0, max_model_len=MAX_LEN)
+    backend = make_generation_backend(cfg, str(tmp_dir), tokenizer, device="cpu", precision="float32", seed=0,
+                                      max_model_len=MAX_LEN)
     assert backend.name == "vllm", "backend: auto must resolve to vLLM when vLLM is installed"
     backend.update_weights(model.state_dict())
     return backend

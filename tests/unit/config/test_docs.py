@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 
-from nemo_grpo.config.schema import CurriculumConfig, EvalConfig, TrainConfig
 from nemo_grpo.config.validate import leaf_keys
+from nemo_grpo.evals.config import EvalConfig
+from nemo_grpo.trainer.config import CurriculumConfig, TrainConfig
 from tests.conftest import REPO_ROOT
 
 OWN_SECTIONS = ("grpo", "policy", "generation", "data", "logger", "checkpointing", "cluster")

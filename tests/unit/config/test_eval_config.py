@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from nemo_grpo.config import ConfigError, load_config
-from nemo_grpo.config.schema import EvalConfig, TrainConfig
+from nemo_grpo.evals.config import EvalConfig
+from nemo_grpo.trainer.config import TrainConfig
 from tests.conftest import REPO_ROOT
 
 EVAL_CONFIGS = sorted((REPO_ROOT / "configs" / "eval").glob("[!_]*.yaml"))

@@ -7,8 +7,7 @@ import sys
 
 import pytest
 
-from nemo_grpo.config import load_config
-from nemo_grpo.config.schema import TrainConfig
+from nemo_grpo.trainer.config import TrainConfig, load_train_config
 from tests.conftest import REPO_ROOT
 
 CONFIGS = REPO_ROOT / "configs"
@@ -17,11 +16,11 @@ TRAIN_RECIPES = sorted(p for p in CONFIGS.glob("*.yaml") if not p.name.startswit
 
 @pytest.mark.parametrize("path", TRAIN_RECIPES, ids=lambda p: p.name)
 def test_train_recipe_loads(path):
-    assert isinstance(load_config(path, [], TrainConfig), TrainConfig)
+    assert isinstance(load_train_config(path, []), TrainConfig)
 
 
 def test_deepscaler_24k_merges_all_three_stages():
-    cfg = load_config(CONFIGS / "grpo-deepscaler-1.5b-24K.yaml")
+    cfg = load_train_config(CONFIGS / "grpo-deepscaler-1.5b-24K.yaml")
     assert cfg.policy.optimizer.lr == 5e-7  # 24K
     assert cfg.policy.max_total_sequence_length == 24576  # 24K
     assert cfg.generation.vllm.gpu_memory_utilization == 0.8  # 24K
@@ -36,8 +35,8 @@ def test_deepscaler_24k_merges_all_three_stages():
 
 
 def test_deepscaler_16k_over_8k():
-    eight = load_config(CONFIGS / "grpo-deepscaler-1.5b-8K.yaml")
-    sixteen = load_config(CONFIGS / "grpo-deepscaler-1.5b-16K.yaml")
+    eight = load_train_config(CONFIGS / "grpo-deepscaler-1.5b-8K.yaml")
+    sixteen = load_train_config(CONFIGS / "grpo-deepscaler-1.5b-16K.yaml")
     assert (eight.loss.kl_coef, eight.loss.clip_high, eight.policy.optimizer.lr) == (0.0, 0.2, 2e-6)
     assert (sixteen.loss.kl_coef, sixteen.loss.clip_high, sixteen.policy.max_total_sequence_length) == (0.001, 0.28, 16384)
     assert eight.loss.aggregation == "token-mean" and eight.policy.train_global_batch_size == 64
@@ -89,7 +88,7 @@ def _flat(cfg) -> dict:
 
 
 def test_r1distill_baseline_has_the_users_values():
-    cfg = load_config(CONFIGS / "grpo-r1distill-1.5b-baseline.yaml")
+    cfg = load_train_config(CONFIGS / "grpo-r1distill-1.5b-baseline.yaml")
     assert (cfg.grpo.num_prompts_per_step, cfg.grpo.num_generations_per_prompt, cfg.grpo.ppo_epochs) == (64, 16, 3)
     assert cfg.generation.temperature == 1.0 and cfg.data.validation[0].temperature == 0.6
     assert cfg.policy.optimizer.lr == 1e-6 and cfg.policy.scheduler.warmup_steps == 10
@@ -101,8 +100,8 @@ def test_r1distill_baseline_has_the_users_values():
 
 
 def test_r1distill_archer_differs_from_baseline_only_in_the_archer_switch():
-    base = _flat(load_config(CONFIGS / "grpo-r1distill-1.5b-baseline.yaml"))
-    archer = _flat(load_config(CONFIGS / "grpo-r1distill-1.5b-archer.yaml"))
+    base = _flat(load_train_config(CONFIGS / "grpo-r1distill-1.5b-baseline.yaml"))
+    archer = _flat(load_train_config(CONFIGS / "grpo-r1distill-1.5b-archer.yaml"))
     differ = {k for k in base if base[k] != archer[k]}
     # The KL coefficient moves into the Archer section (same value, low-entropy tokens only);
     # the run folders differ so the two runs never share checkpoints.
@@ -115,7 +114,7 @@ R1ZERO = sorted(CONFIGS.glob("grpo-qwen2.5-math-1.5b-r1zero*.yaml"))
 
 @pytest.mark.parametrize("path", R1ZERO, ids=lambda p: p.name)
 def test_qwen_math_r1zero_recipes(path):
-    cfg = load_config(path)
+    cfg = load_train_config(path)
     assert cfg.policy.model_name == "Qwen/Qwen2.5-Math-1.5B" and cfg.data.train.name == "math"
     assert cfg.data.prompt.template == "r1_zero" and cfg.reward.answer_format == "answer_tag"
     assert 100 <= cfg.grpo.max_num_steps <= 200 and cfg.policy.optimizer.lr == 1e-5
@@ -128,10 +127,10 @@ def test_qwen_math_r1zero_recipes(path):
 
 
 def test_qwen_math_r1zero_variants_change_one_thing_each():
-    base = load_config(CONFIGS / "grpo-qwen2.5-math-1.5b-r1zero.yaml")
+    base = load_train_config(CONFIGS / "grpo-qwen2.5-math-1.5b-r1zero.yaml")
     assert (base.loss.name, base.loss.aggregation, base.advantage.std_enabled()) == (
         "reinforce_with_baseline", "seq-mean-token-mean", True)
-    variant = {p.stem.split("r1zero-")[1]: load_config(p) for p in R1ZERO if "r1zero-" in p.name}
+    variant = {p.stem.split("r1zero-")[1]: load_train_config(p) for p in R1ZERO if "r1zero-" in p.name}
     assert variant["no-baseline"].loss.name == "no_baseline" and variant["no-baseline"].advantage.estimator == "raw"
     assert variant["grpo-clip"].loss.name == "grpo_clip"
     assert variant["const-norm"].loss.aggregation == "seq-mean-token-sum-norm"
@@ -140,7 +139,7 @@ def test_qwen_math_r1zero_variants_change_one_thing_each():
 
 
 def test_qwen3_entropy_and_kl():
-    cfg = load_config(CONFIGS / "grpo-qwen3-0.6b-math.yaml")
+    cfg = load_train_config(CONFIGS / "grpo-qwen3-0.6b-math.yaml")
     assert cfg.policy.model_name == "Qwen/Qwen3-0.6B"
     assert (cfg.loss.entropy_coef, cfg.loss.kl_coef) == (0.01, 0.05)
 
@@ -149,4 +148,4 @@ def test_rules_across_algorithm_sections_are_checked_at_load():
     from nemo_grpo.config import ConfigError
 
     with pytest.raises(ConfigError, match="no_baseline uses the raw reward"):
-        load_config(CONFIGS / "grpo-qwen2.5-math-1.5b-r1zero.yaml", ["loss.name=no_baseline"])
+        load_train_config(CONFIGS / "grpo-qwen2.5-math-1.5b-r1zero.yaml", ["loss.name=no_baseline"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -48,3 +50,25 @@ def test_stop_token_ends_a_response(backend, qwen_math_tokenizer):
                                SamplingParams(temperature=0.0, max_new_tokens=4, stop_token_ids=(stop_at,)))[0]
     cut = greedy.response_ids.index(stop_at) + 1
     assert stopped.response_ids == greedy.response_ids[:cut] and stopped.finish_reason == "stop"
+
+
+def test_a_stop_string_ends_a_response_without_the_batch_padding(qwen_math_tokenizer):
+    """Rows that stop on a stop string are padded by `generate` while the others go on; with a pad id
+    that is not a stop id, those pads (and their log-probs) must not become response tokens."""
+    from tests.integration.tiny_run import answer_token_ids, focus_output_head
+
+    tok = copy.deepcopy(qwen_math_tokenizer)
+    tok.pad_token = "<|fim_pad|>"
+    assert tok.pad_token_id != tok.eos_token_id
+    model = focus_output_head(build_random_model(tiny_config("qwen2", tok), seed=0), answer_token_ids(tok))
+    backend = HFGenerationBackend(None, tok, model=model, micro_batch_size=16)
+    out = backend.generate(prompts(tok), SamplingParams(n=8, temperature=1.0, max_new_tokens=10, seed=3,
+                                                        stop_strings=("3",)))
+    # This model writes " 3" at once after the first prompt and "11113" after the second: the first
+    # prompt's rows stop early and are padded while the others generate.
+    assert {r.finish_reason for r in out} == {"stop"}
+    assert min(len(r.response_ids) for r in out) < max(len(r.response_ids) for r in out)
+    for r in out:
+        assert tok.pad_token_id not in r.response_ids
+        assert len(r.logprobs) == len(r.response_ids)
+        assert r.text.endswith("3") and "3" not in tok.decode(r.response_ids[:-1])

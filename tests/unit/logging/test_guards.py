@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from nemo_grpo.config import ConfigError, load_config
-from nemo_grpo.config.schema import TrainConfig
+from nemo_grpo.trainer.config import TrainConfig
 from nemo_grpo.logging.guards import GUARD_EXIT_STATUS, GuardRule, GuardStop, GuardWatch, evaluate_rule
 
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from nemo_grpo.config.schema import LoggerConfig
+from nemo_grpo.logging.config import LoggerConfig
 from nemo_grpo.logging.loggers import make_loggers
 
 

@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from nemo_grpo.algorithms.rollouts import StepRollouts
+from nemo_grpo.trainer.rollouts import StepRollouts
 from nemo_grpo.config import load_config
-from nemo_grpo.config.schema import TrainConfig
+from nemo_grpo.trainer.config import TrainConfig
 from nemo_grpo.generation.interface import Rollout
 from nemo_grpo.logging.metrics import rollout_metrics, throughput_metrics
 from nemo_grpo.logging.rollout_dump import dump_rollouts, rollout_dump_due

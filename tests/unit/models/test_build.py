@@ -35,7 +35,7 @@ def test_real_shapes_from_shared_configs(shared_dir):
 
 
 def test_missing_model_is_a_clear_error(tmp_path):
-    from nemo_grpo.models.gguf import ModelLoadError, load_tokenizer, resolve_model_path
+    from nemo_grpo.models.source import ModelLoadError, load_tokenizer, resolve_model_path
 
     with pytest.raises(ModelLoadError, match=r"cannot load model .*set policy.model_name to a local HF folder or a .gguf file"):
         load_tokenizer(str(tmp_path / "no-such-model"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nemo_grpo.config.schema import SchedulerConfig
+from nemo_grpo.policy.config import SchedulerConfig
 from nemo_grpo.logging.metrics import merge_rank_metrics
 from nemo_grpo.policy.model import lr_lambda
 

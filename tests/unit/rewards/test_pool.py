@@ -61,3 +61,20 @@ def test_pathological_answers_fail_fast(grader_pool):
     assert time.perf_counter() - t0 < 2
     assert [r.correct for r in res] == [False, False]
     assert res[0].reason == "pred_huge_power"
+
+
+def test_a_worker_killed_while_idle_is_replaced_and_every_task_gets_its_result(grader_pool):
+    """A grader process killed between batches (OOM killer, an operator's kill): the next batch must
+    not crash on the dead pipe nor lose a result (rewards would shift against their responses)."""
+    import os
+    import signal
+
+    grader_pool.run("debug_sleep", [(0,)] * len(grader_pool._workers))  # every worker started and idle
+    before = grader_pool.stats["worker_restarts"]
+    victim = grader_pool._workers[0]
+    os.kill(victim.proc.pid, signal.SIGKILL)
+    victim.proc.join(timeout=5)
+    out = grader_pool.run("debug_sleep", [(0,)] * 5)
+    assert [o.status for o in out] == ["ok"] * 5 and [o.value for o in out] == ["slept"] * 5
+    assert grader_pool.stats["worker_restarts"] == before + 1
+    assert victim not in grader_pool._workers

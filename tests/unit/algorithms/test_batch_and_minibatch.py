@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
 
+from nemo_grpo.algorithms.batch import pack_rollouts, split_even
+from nemo_grpo.algorithms.config import ArcherConfig, LossConfig
 from nemo_grpo.algorithms.minibatch import (
     concat,
     distribute,
-    loss_needs_all_rows,
     minibatch_normalizer,
     split_minibatches,
     trainable_rows,
 )
-from nemo_grpo.policy.batch import pack_rollouts, split_even
 
 
 def sample_batch():
@@ -61,14 +60,20 @@ def test_trainable_rows_and_the_normaliser_of_the_whole_minibatch():
 
 
 def test_loss_terms_that_need_every_row():
-    base = dict(kl_coef=0.0, entropy_coef=0.0, kl_in_reward=False, positive_nll_coef=0.0,
-                archer=SimpleNamespace(enabled=False, low_entropy_kl_coef=0.0, high_entropy_kl_coef=0.0))
-    assert not loss_needs_all_rows(SimpleNamespace(**base))
-    assert loss_needs_all_rows(SimpleNamespace(**{**base, "kl_coef": 0.01}))
-    assert not loss_needs_all_rows(SimpleNamespace(**{**base, "kl_coef": 0.01, "kl_in_reward": True}))
-    assert loss_needs_all_rows(SimpleNamespace(**{**base, "entropy_coef": 0.01}))
-    archer = SimpleNamespace(enabled=True, low_entropy_kl_coef=0.001, high_entropy_kl_coef=0.0)
-    assert loss_needs_all_rows(SimpleNamespace(**{**base, "archer": archer}))
+    def loss(**kw):
+        archer = kw.pop("archer", None)
+        return LossConfig(**kw, archer=ArcherConfig(**archer) if archer else ArcherConfig())
+
+    assert not loss().needs_all_rows and not loss().needs_reference
+    assert loss(kl_coef=0.01).needs_all_rows and loss(kl_coef=0.01).kl_loss_term
+    in_reward = loss(kl_coef=0.01, kl_in_reward=True)
+    assert not in_reward.needs_all_rows and not in_reward.kl_loss_term and in_reward.needs_reference
+    assert loss(entropy_coef=0.01).needs_all_rows and not loss(entropy_coef=0.01).needs_reference
+    assert loss(positive_nll_coef=0.1).needs_all_rows
+    archer = loss(archer=dict(enabled=True, low_entropy_kl_coef=0.001, high_entropy_kl_coef=0.0))
+    assert archer.archer_kl and archer.needs_all_rows and archer.needs_reference
+    no_kl = loss(archer=dict(enabled=True, low_entropy_kl_coef=0.0, high_entropy_kl_coef=0.0))
+    assert not no_kl.archer_kl and not no_kl.needs_all_rows and not no_kl.needs_reference
 
 
 @pytest.mark.parametrize("rows, world, micro", [(5, 2, 2), (7, 3, 2), (1, 2, 4), (8, 2, 4), (3, 4, 1)])

@@ -21,9 +21,12 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from nemo_grpo.checkpoint.export import export_checkpoint
 from nemo_grpo.checkpoint.manager import CheckpointManager, read_meta
 from nemo_grpo.config import ConfigError, load_config
-from nemo_grpo.config.schema import CurriculumConfig, StageConfig, TrainConfig
+from nemo_grpo.logging.guards import GuardStop
+from nemo_grpo.trainer.config import CurriculumConfig, StageConfig, TrainConfig
+from nemo_grpo.trainer.loop import run_grpo
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +104,6 @@ def pick_checkpoint(train: TrainConfig, which: str) -> Path:
 
 def finish_stage(cfg: CurriculumConfig, stage: StageConfig, train: TrainConfig) -> dict:
     """Export the chosen checkpoint to the stage's HF folder, then mark the stage done."""
-    from nemo_grpo.checkpoint.export import export_checkpoint
-
     paths = stage_paths(cfg, stage)
     chosen = pick_checkpoint(train, cfg.export)
     log.info("stage '%s': exporting %s to %s", stage.name, chosen, paths.export)
@@ -122,8 +123,6 @@ def stage_is_done(cfg: CurriculumConfig, stage: StageConfig) -> bool:
 
 
 def run_curriculum(cfg: CurriculumConfig, base_dir: Path, extra_overrides: list[str] = ()) -> int:
-    from nemo_grpo.algorithms.grpo import run_grpo
-
     total = len(cfg.stages)
     for index, stage in enumerate(cfg.stages):
         label = f"stage {index + 1}/{total} '{stage.name}'"
@@ -132,11 +131,11 @@ def run_curriculum(cfg: CurriculumConfig, base_dir: Path, extra_overrides: list[
             continue
         train = stage_config(cfg, index, base_dir, list(extra_overrides))
         log.info("%s: training %s from %s", label, stage.config, train.policy.model_name)
-        status = run_grpo(train)
-        if status != 0:
-            log.error("%s: the run ended with status %d; the curriculum stops here (run the command again "
-                      "to resume this stage)", label, status)
-            return status
+        try:
+            run_grpo(train)
+        except GuardStop as stop:  # the stage is not finished: no export, and later stages do not start
+            stop.context = f"{label} (not exported; the curriculum stops here) "
+            raise
         record = finish_stage(cfg, stage, train)
         log.info("%s: done at step %d, exported to %s", label, record["step"], record["export"])
     final = stage_paths(cfg, cfg.stages[-1]).export

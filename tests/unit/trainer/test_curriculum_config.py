@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from nemo_grpo.algorithms.curriculum import pick_checkpoint, stage_config
 from nemo_grpo.config import ConfigError, load_config
-from nemo_grpo.config.schema import CurriculumConfig
+from nemo_grpo.trainer.config import CurriculumConfig, load_train_config
+from nemo_grpo.trainer.curriculum import pick_checkpoint, stage_config
 from tests.conftest import REPO_ROOT
 
 CURRICULUM = REPO_ROOT / "configs" / "curriculum-deepscaler-1.5b.yaml"
@@ -58,7 +58,7 @@ def _fake_checkpoints(root: Path, scores: dict[int, float]) -> None:
 
 def test_export_picks_final_or_best(tmp_path):
     _fake_checkpoints(tmp_path / "ck", {10: 0.3, 20: 0.5, 30: 0.4})
-    train = load_config(REPO_ROOT / "configs" / "grpo-deepscaler-1.5b-8K.yaml",
+    train = load_train_config(REPO_ROOT / "configs" / "grpo-deepscaler-1.5b-8K.yaml",
                         [f"checkpointing.checkpoint_dir={tmp_path / 'ck'}"])
     train.checkpointing.metric_name = "val/x/avg@4"
     assert pick_checkpoint(train, "final").name == "step_30"
@@ -76,3 +76,25 @@ def test_command_line_splits_curriculum_keys_from_stage_keys():
     kept, stage = split_overrides(["--config=x.yaml", "output_dir=/r", "cluster.gpus_per_node=4", "++a.b=1", "--print-config"])
     assert kept == ["--config=x.yaml", "output_dir=/r", "--print-config"]
     assert stage == ["cluster.gpus_per_node=4", "++a.b=1"]
+
+
+def test_a_guard_stop_in_a_stage_names_the_stage_and_exports_nothing(tmp_path, monkeypatch):
+    """run_grpo returns nothing; a collapse guard ends a stage by raising GuardStop (the fault is
+    injected here): the curriculum passes it on with the stage named, does not export the stage and
+    starts no later stage."""
+    import nemo_grpo.trainer.curriculum as curriculum
+    from nemo_grpo.logging.guards import Firing, GuardRule, GuardStop
+
+    started = []
+
+    def stopped_run(train):
+        started.append(train.logger.log_dir)
+        raise GuardStop(Firing(GuardRule(metric="train/entropy", op="<", value=0.1), 5, 0.01, "entropy 0.01 < 0.1"))
+
+    monkeypatch.setattr(curriculum, "run_grpo", stopped_run)
+    cfg = load_config(CURRICULUM, [f"output_dir={tmp_path}"], CurriculumConfig)
+    with pytest.raises(GuardStop) as stop:
+        curriculum.run_curriculum(cfg, CURRICULUM.parent)
+    assert str(stop.value).startswith("stage 1/3 '8K' (not exported; the curriculum stops here) stopped by guard")
+    assert started == [f"{tmp_path}/8K/logs"]
+    assert not (tmp_path / "8K" / "stage_done.json").exists() and not (tmp_path / "8K" / "hf").exists()

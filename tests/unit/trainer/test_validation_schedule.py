@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from nemo_grpo.algorithms.validation import validation_due
-from nemo_grpo.config.schema import GRPOConfig
+from nemo_grpo.trainer.validation import validation_due
+from nemo_grpo.trainer.config import GRPOConfig
 
 
 def due_steps(grpo: GRPOConfig, last_step: int) -> list[int]:

@@ -20,26 +20,26 @@ import ray
 import torch
 
 from nemo_grpo.algorithms.advantages import compute_advantages
-from nemo_grpo.algorithms.grpo_setup import Run, compat_fields, needs_old_logprobs, setup_run, skip_zero_advantage
-from nemo_grpo.checkpoint.manager import CheckpointMismatch, check_resumable, read_meta
+from nemo_grpo.algorithms.batch import pack_rollouts
+from nemo_grpo.algorithms.kl import kl_estimate, kl_penalty_in_reward
 from nemo_grpo.config import config_to_dict, save_config, to_yaml
-from nemo_grpo.config.schema import TrainConfig
-from nemo_grpo.generation.interface import SamplingParams
-from nemo_grpo.logging.guards import GuardStop, GuardWatch
+from nemo_grpo.generation.interface import Rollout, SamplingParams
+from nemo_grpo.logging.guards import GuardWatch
 from nemo_grpo.logging.loggers import make_loggers
 from nemo_grpo.logging.metrics import rollout_metrics, throughput_metrics
 from nemo_grpo.logging.rollout_dump import dump_rollouts, rollout_dump_due
-from nemo_grpo.policy.batch import pack_rollouts
-from nemo_grpo.algorithms.kl import kl_estimate, kl_penalty_in_reward
-from nemo_grpo.algorithms.rollouts import collect_rollouts
-from nemo_grpo.algorithms.validation import run_validation, validation_due
-from nemo_grpo.utils.faults import maybe_crash
+from nemo_grpo.trainer.checkpointing import restore_checkpoint_row, resume_or_start, save_checkpoint
+from nemo_grpo.trainer.config import TrainConfig
+from nemo_grpo.trainer.rollouts import collect_rollouts
+from nemo_grpo.trainer.setup import Run, needs_old_logprobs, setup_run, skip_zero_advantage
+from nemo_grpo.trainer.state import RunState
+from nemo_grpo.trainer.validation import run_validation, validation_due
 
 log = logging.getLogger(__name__)
 
 
-def run_grpo(cfg: TrainConfig) -> int:
-    """Train; returns 0, or raises GuardStop (exit status 3 from the CLI) when a stop rule fires."""
+def run_grpo(cfg: TrainConfig) -> None:
+    """Train to the end; a collapse guard's stop raises GuardStop (exit status 3 from the CLI)."""
     run = setup_run(cfg)
     loggers = None
     try:
@@ -50,18 +50,19 @@ def run_grpo(cfg: TrainConfig) -> int:
         restore_checkpoint_row(run, loggers)
         guards = GuardWatch(cfg.guards, history=loggers.history)
         if cfg.grpo.val_at_start and run.state.step == 0:  # a resumed run did it before its first step
-            loggers.log({"step": 0, **run_validation(run, refit)})
-        while not _finished(run, announce=True):
+            loggers.log({"step": 0, **validate(run)})
+        while not finished(cfg, run.state, len(run.loader), announce=True):
             step_start = time.perf_counter()
             metrics = grpo_step(run)
             run.state.step += 1
-            if validation_due(run.state.step, cfg.grpo, last=_finished(run)):  # before the checkpoint: meta.json has it
-                metrics.update(run_validation(run, refit))
+            last = finished(cfg, run.state, len(run.loader))
+            if validation_due(run.state.step, cfg.grpo, last=last):  # before the checkpoint: meta.json has it
+                metrics.update(validate(run))
             metrics = finish_metrics(run, metrics, time.perf_counter() - step_start)
             stop = guards.check(metrics)  # warn rules log here; a stop rule returns its reason
             # The checkpoint's meta.json carries the whole row, so a kill between saving and logging
             # loses no row (restore_checkpoint_row puts it back on resume). A stop saves first.
-            if cfg.checkpointing.enabled and (_checkpoint_due(run) or stop):
+            if cfg.checkpointing.enabled and (checkpoint_due(cfg, run.state.step, last=last) or stop):
                 metrics["timing/checkpoint_s"] = save_checkpoint(run, metrics)
             if stop:
                 stop.checkpoint = str(run.checkpoints.root / f"step_{run.state.step}") if cfg.checkpointing.enabled else None
@@ -69,28 +70,49 @@ def run_grpo(cfg: TrainConfig) -> int:
             if stop:
                 raise stop
         log.info("finished %d steps; checkpoints in %s", run.state.step, cfg.checkpointing.checkpoint_dir)
-        return 0
     finally:
         if loggers:
             loggers.close()  # flushes TensorBoard / W&B and draws the final plots
         shutdown(run)
 
 
-def _epochs_done(run: Run) -> bool:
+def epochs_done(cfg: TrainConfig, state: RunState, batches_per_epoch: int) -> bool:
     """grpo.max_num_epochs passes over the training prompts have been drawn."""
-    per_epoch = len(run.loader) * run.cfg.grpo.num_prompts_per_step
-    return run.state.consumed_samples >= run.cfg.grpo.max_num_epochs * per_epoch
+    return state.consumed_samples >= cfg.grpo.max_num_epochs * batches_per_epoch * cfg.grpo.num_prompts_per_step
 
 
-def _finished(run: Run, *, announce: bool = False) -> bool:
+def finished(cfg: TrainConfig, state: RunState, batches_per_epoch: int, *, announce: bool = False) -> bool:
     """The run has done grpo.max_num_steps steps or used grpo.max_num_epochs of prompts."""
-    if run.state.step >= run.cfg.grpo.max_num_steps:
+    if state.step >= cfg.grpo.max_num_steps:
         return True
-    if _epochs_done(run):
+    if epochs_done(cfg, state, batches_per_epoch):
         if announce:
-            log.info("stopping: %d epoch(s) of training prompts used (grpo.max_num_epochs)", run.cfg.grpo.max_num_epochs)
+            log.info("stopping: %d epoch(s) of training prompts used (grpo.max_num_epochs)", cfg.grpo.max_num_epochs)
         return True
     return False
+
+
+def checkpoint_due(cfg: TrainConfig, step: int, *, last: bool) -> bool:
+    """Every save_period steps, and always at the last step (so a finished run can be exported)."""
+    return step % cfg.checkpointing.save_period == 0 or last
+
+
+def generate(run: Run):
+    """The run's engine as a plain generate function."""
+    def call(prompts: list[list[int]], params: SamplingParams) -> list[Rollout]:
+        return ray.get(run.generation.generate.remote(prompts, params))
+
+    return call
+
+
+def validate(run: Run) -> dict[str, float]:
+    """Validation on the weights being trained: refit first if the engine lags."""
+    start = time.perf_counter()
+    if run.state.weights_stale:
+        refit(run)
+    metrics = run_validation(run.validation, generate(run), run.cfg.reward, run.state.step)
+    metrics["timing/validation_s"] = time.perf_counter() - start
+    return metrics
 
 
 def grpo_step(run: Run) -> dict[str, Any]:
@@ -98,7 +120,9 @@ def grpo_step(run: Run) -> dict[str, Any]:
     if run.state.weights_stale:
         with _timer(timing, "refit"):
             refit(run)
-    step = collect_rollouts(run, sampling_params(run))  # prompts -> generation -> reward (-> DAPO)
+    step = collect_rollouts(run.loader.next_batch, generate(run), sampling_params(run),  # -> generation -> reward
+                            num_prompts=cfg.grpo.num_prompts_per_step, group_size=cfg.grpo.num_generations_per_prompt,
+                            reward=cfg.reward, dapo=cfg.dapo)
     timing.update(step.seconds)
     rollouts, rewards = step.rollouts, step.rewards
     batch = pack_rollouts([r.prompt_ids for r in rollouts], [r.response_ids for r in rollouts],
@@ -106,7 +130,7 @@ def grpo_step(run: Run) -> dict[str, Any]:
     with _timer(timing, "logprobs"):
         if needs_old_logprobs(cfg):
             batch.old_logprobs = run.policy.logprobs(batch)
-        if run.need_reference:
+        if cfg.loss.needs_reference:
             batch.ref_logprobs = run.policy.logprobs(batch, reference=True)
     if cfg.loss.kl_in_reward:
         kl = kl_estimate(batch.old_logprobs, batch.ref_logprobs, cfg.loss.kl_type,
@@ -118,14 +142,14 @@ def grpo_step(run: Run) -> dict[str, Any]:
     if run.sleep_engine_while_training:
         ray.get(run.generation.sleep.remote())
     with _timer(timing, "train"):
-        norm_constant = cfg.loss.norm_constant or cfg.generation.max_new_tokens or cfg.policy.max_total_sequence_length
+        norm_constant = cfg.loss.norm_constant or cfg.max_response_length
         train_metrics = run.policy.train(batch, ppo_epochs=cfg.grpo.ppo_epochs, norm_constant=norm_constant,
                                          skip_zero_advantage=skip_zero_advantage(cfg),
                                          metrics_on_skipped_rows=cfg.logger.metrics_on_skipped_rows)
     run.state.weights_stale = True
     run.state.consumed_samples += step.prompts_drawn
     seq_adv = batch.advantages.sum(-1) / batch.mask.sum(-1).clamp(min=1)
-    metrics = rollout_metrics(rollouts, step.grades, rewards, seq_adv, run.group_size)
+    metrics = rollout_metrics(rollouts, step.grades, rewards, seq_adv, cfg.grpo.num_generations_per_prompt)
     if cfg.loss.kl_in_reward:
         metrics["train/kl_ref"] = float((kl * batch.mask).sum() / batch.mask.sum().clamp(min=1))
     if rollout_dump_due(cfg.logger.rollout_dump_period, run.state.step + 1):
@@ -139,11 +163,11 @@ def grpo_step(run: Run) -> dict[str, Any]:
 
 def sampling_params(run: Run) -> SamplingParams:
     cfg = run.cfg
-    limit = cfg.generation.max_new_tokens or cfg.policy.max_total_sequence_length
     stop = tuple(t for t in [run.tokenizer.eos_token_id] if t is not None)
     # A new seed each step, fixed by (seed, step): a resumed run samples exactly what it would have.
-    return SamplingParams(n=run.group_size, temperature=cfg.generation.temperature, top_p=cfg.generation.top_p,
-                          top_k=cfg.generation.top_k, max_new_tokens=limit, stop_token_ids=stop,
+    return SamplingParams(n=cfg.grpo.num_generations_per_prompt, temperature=cfg.generation.temperature,
+                          top_p=cfg.generation.top_p, top_k=cfg.generation.top_k,
+                          max_new_tokens=cfg.max_response_length, stop_token_ids=stop,
                           stop_strings=tuple(cfg.generation.stop_strings),
                           seed=cfg.grpo.seed * 1_000_003 + run.state.step)
 
@@ -163,75 +187,6 @@ def finish_metrics(run: Run, metrics: dict[str, Any], step_seconds: float) -> di
     metrics["train/consumed_samples"] = run.state.consumed_samples
     metrics["generation/backend"] = run.backend
     return metrics
-
-
-# ---- checkpoints ------------------------------------------------------------------------------
-
-def _checkpoint_due(run: Run) -> bool:
-    """Every save_period steps, and always at the last step (so a finished run can be exported)."""
-    return run.state.step % run.cfg.checkpointing.save_period == 0 or _finished(run)
-
-
-def save_checkpoint(run: Run, metrics: dict[str, Any]) -> float:
-    start = time.perf_counter()
-    tmp = run.checkpoints.begin(run.state.step)
-    run.policy.save(str(tmp))
-    maybe_crash("save", run.state.step)  # tests: a crash after the shards, before the checkpoint is complete
-    torch.save({"state": run.state.__dict__, "loader": run.loader.state_dict(), "torch_rng": torch.get_rng_state()},
-               tmp / "driver_state.pt")
-    save_config(run.cfg, tmp / "config.yaml")
-    run.tokenizer.save_pretrained(tmp / "tokenizer")
-    fingerprint = run.policy.fingerprint()
-    meta = {"step": run.state.step, "consumed_samples": run.state.consumed_samples,
-            "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
-            "compat": compat_fields(run, fingerprint)}
-    run.checkpoints.finish(tmp, run.state.step, meta)
-    return time.perf_counter() - start
-
-
-def resume_or_start(run: Run) -> None:
-    """Resume from the latest complete checkpoint in this run's folder, or start fresh."""
-    run.checkpoints.remove_incomplete()
-    latest = run.checkpoints.latest()
-    if latest is None:
-        log.info("starting a new run from %s", run.cfg.policy.model_name)
-        return
-    fingerprint = run.policy.fingerprint()
-    meta = read_meta(latest)
-    check_resumable(meta, _json_roundtrip(compat_fields(run, fingerprint)), latest)
-    run.policy.load(str(latest))
-    saved = torch.load(latest / "driver_state.pt", weights_only=False)
-    run.state.__dict__.update(saved["state"])
-    run.loader.load_state_dict(saved["loader"])
-    torch.set_rng_state(saved["torch_rng"])
-    run.state.weights_stale = True  # the engine still has the initial weights
-    log.info("resumed from %s (step %d)", latest, run.state.step)
-
-
-def restore_checkpoint_row(run: Run, loggers) -> None:
-    """On resume, put back the metrics row of the checkpoint's step if a kill came between saving
-    the checkpoint and logging the row."""
-    latest = run.checkpoints.latest()
-    if run.state.step == 0 or latest is None:
-        return
-    row = missing_row(loggers.history, read_meta(latest), run.state.step)
-    if row is not None:
-        loggers.restore(row)
-        log.info("restored the metrics row of step %d from %s", run.state.step, latest)
-
-
-def missing_row(history: list[dict[str, Any]], meta: dict[str, Any], step: int) -> dict[str, Any] | None:
-    """The row of `step` from a checkpoint's meta.json, when the history has no training row of it."""
-    if any(r.get("step") == step and "timing/step_s" in r for r in history):
-        return None
-    metrics = meta.get("metrics", {})
-    return {**metrics, "step": step} if metrics else None
-
-
-def _json_roundtrip(value: Any) -> Any:
-    import json
-
-    return json.loads(json.dumps(value, default=str))
 
 
 def shutdown(run: Run) -> None:
@@ -259,4 +214,4 @@ class _timer:
         self.sink[self.name] = self.sink.get(self.name, 0.0) + time.perf_counter() - self.start
 
 
-__all__ = ["run_grpo", "grpo_step", "CheckpointMismatch", "GuardStop"]
+__all__ = ["run_grpo", "grpo_step"]

@@ -1,4 +1,8 @@
-"""Building what a GRPO run needs: data, tokenizer, Ray workers, checkpoints, loggers."""
+"""Building what a GRPO run needs: data, tokenizer, the device, Ray workers, checkpoints.
+
+The device is decided here, once (`cluster.gpus_per_node`), and passed to every worker; what the
+run asks Ray for is checked against what the cluster has before any worker starts.
+"""
 
 from __future__ import annotations
 
@@ -12,31 +16,23 @@ from typing import Any
 import ray
 import torch
 
-from nemo_grpo.algorithms.minibatch import loss_needs_all_rows
-from nemo_grpo.algorithms.validation import engine_max_len, load_validation_sets
 from nemo_grpo.checkpoint.manager import CheckpointManager
-from nemo_grpo.config.schema import TrainConfig
 from nemo_grpo.data.datasets import load_problems
 from nemo_grpo.data.loader import PromptLoader
 from nemo_grpo.data.prompts import build_prompts
 from nemo_grpo.distributed.cluster import init_ray
+from nemo_grpo.distributed.device import check_placeable, resolve_device
+from nemo_grpo.evals.sets import ScoredSet
 from nemo_grpo.generation.worker import GenerationWorker, available_backend
-from nemo_grpo.models.gguf import load_tokenizer, resolve_model_path
+from nemo_grpo.models.source import load_tokenizer, resolve_model_path
 from nemo_grpo.policy.group import PolicyGroup
+from nemo_grpo.trainer.config import TrainConfig
+from nemo_grpo.trainer.state import RunState
+from nemo_grpo.trainer.validation import engine_max_len, load_validation_sets
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class RunState:
-    """What the driver owns between steps (and saves in each checkpoint)."""
-
-    step: int = 0
-    consumed_samples: int = 0
-    # The engine lags the policy; True at the start too, because engines (vLLM) may start with
-    # dummy weights and receive the real ones only by refit.
-    weights_stale: bool = True
-    best: dict[str, float] = field(default_factory=dict)
+ENGINE_START_TIMEOUT_S = 900  # a vLLM engine that has not started by then never will
 
 
 @dataclass
@@ -49,24 +45,13 @@ class Run:
     backend: str
     checkpoints: CheckpointManager
     state: RunState
-    world_size: int
-    model_path: str
-    need_reference: bool
-    validation: list[Any] = field(default_factory=list)  # ScoredSet per data.validation entry
+    device: str
+    validation: list[ScoredSet] = field(default_factory=list)
 
     @property
     def sleep_engine_while_training(self) -> bool:
         """Colocated on GPUs, vLLM frees its memory for the policy while it trains."""
-        return self.backend == "vllm" and self.cfg.generation.colocated and torch.cuda.is_available()
-
-    @property
-    def group_size(self) -> int:
-        return self.cfg.grpo.num_generations_per_prompt
-
-
-def needs_reference(cfg: TrainConfig) -> bool:
-    archer = cfg.loss.archer
-    return cfg.loss.kl_coef != 0.0 or bool(archer.enabled and (archer.low_entropy_kl_coef or archer.high_entropy_kl_coef))
+        return self.backend == "vllm" and self.cfg.generation.colocated and self.device == "cuda"
 
 
 def needs_old_logprobs(cfg: TrainConfig) -> bool:
@@ -76,12 +61,8 @@ def needs_old_logprobs(cfg: TrainConfig) -> bool:
     return several_updates or cfg.loss.importance_sampling.level != "none" or cfg.loss.kl_in_reward
 
 
-def world_size_of(cfg: TrainConfig) -> int:
-    gpus = cfg.cluster.num_nodes * cfg.cluster.gpus_per_node
-    if gpus and not torch.cuda.is_available():
-        raise ValueError(f"cluster.gpus_per_node={cfg.cluster.gpus_per_node} but no CUDA GPU is visible: "
-                         "set cluster.gpus_per_node=0 to train on the CPU")
-    return gpus or 1
+def skip_zero_advantage(cfg: TrainConfig) -> bool:
+    return cfg.grpo.skip_zero_advantage_groups and not cfg.loss.needs_all_rows
 
 
 def seed_everything(seed: int) -> None:
@@ -100,6 +81,19 @@ def load_train_prompts(cfg: TrainConfig, tokenizer) -> list[dict[str, Any]]:
     return rows
 
 
+def resource_plan(cfg: TrainConfig, device: str) -> dict[str, Any]:
+    """What each policy rank and the generation engine ask Ray for."""
+    world_size = cfg.cluster.num_nodes * cfg.cluster.gpus_per_node if device == "cuda" else 1
+    if device == "cuda":
+        colocated = cfg.generation.colocated
+        rank_gpus, engine_gpus = (0.5, 0.5) if colocated else (1.0, float(cfg.generation.num_gpus))
+    else:
+        rank_gpus = engine_gpus = 0.0
+    cpus = cfg.cluster.cpus_per_worker
+    total = {"CPU": cpus * (world_size + 1), "GPU": rank_gpus * world_size + engine_gpus}
+    return {"world_size": world_size, "rank_gpus": rank_gpus, "engine_gpus": engine_gpus, "total": total}
+
+
 def setup_run(cfg: TrainConfig) -> Run:
     seed_everything(cfg.grpo.seed)
     model_path = resolve_model_path(cfg.policy.model_name)
@@ -109,39 +103,38 @@ def setup_run(cfg: TrainConfig) -> Run:
     loader = PromptLoader(rows, cfg.grpo.num_prompts_per_step, seed=cfg.grpo.seed, shuffle=cfg.data.shuffle)
     validation = load_validation_sets(cfg, tokenizer)
 
-    world_size = world_size_of(cfg)
-    on_gpu = torch.cuda.is_available() and cfg.cluster.gpus_per_node > 0
+    device = resolve_device(cfg.cluster.gpus_per_node)
+    plan = resource_plan(cfg, device)
+    world_size = plan["world_size"]
     init_ray(cfg.cluster.ray_address)
+    check_placeable(plan["total"], ray.cluster_resources())
+    on_gpu = device == "cuda"
     threads = None if on_gpu else max(1, (os.cpu_count() or 1) // world_size)
     steps_per_grpo = (cfg.grpo.num_prompts_per_step * cfg.grpo.num_generations_per_prompt
                       // cfg.policy.train_global_batch_size) * cfg.grpo.ppo_epochs
-    need_reference = needs_reference(cfg)
     policy = PolicyGroup(
-        world_size, cfg.policy, cfg.loss,
-        gpus_per_worker=(0.5 if cfg.generation.colocated else 1.0) if on_gpu else 0.0,
-        cpus_per_worker=cfg.cluster.cpus_per_worker, temperature=cfg.generation.temperature,
+        world_size, cfg.policy, cfg.loss, gpus_per_worker=plan["rank_gpus"],
+        cpus_per_worker=cfg.cluster.cpus_per_worker, device=device, temperature=cfg.generation.temperature,
         total_optimizer_steps=steps_per_grpo * cfg.grpo.max_num_steps, seed=cfg.grpo.seed,
-        need_reference=need_reference, num_threads=threads,
+        need_reference=cfg.loss.needs_reference, num_threads=threads,
     )
     backend = available_backend(cfg.generation.backend)
     # Generation and training take turns, so on CPU the engine may use every core while it runs.
     engine_env = {} if on_gpu else {"env_vars": {"OMP_NUM_THREADS": str(os.cpu_count() or 1)}}
     generation = ray.remote(GenerationWorker).options(
-        num_cpus=cfg.cluster.cpus_per_worker, num_gpus=0.5 if on_gpu else 0, runtime_env=engine_env,
-    ).remote(backend, model_path, tokenizer_path, cfg.generation, precision=cfg.policy.precision,
+        num_cpus=cfg.cluster.cpus_per_worker, num_gpus=plan["engine_gpus"], runtime_env=engine_env,
+    ).remote(backend, model_path, tokenizer_path, cfg.generation, device=device, precision=cfg.policy.precision,
              seed=cfg.grpo.seed, max_model_len=engine_max_len(cfg, validation),
              num_threads=None if on_gpu else os.cpu_count())
-    backend = ray.get(generation.backend_name.remote())
+    backend = ray.get(generation.backend_name.remote(), timeout=ENGINE_START_TIMEOUT_S)
     log.info("generation backend: %s", backend)
     checkpoints = CheckpointManager(Path(cfg.checkpointing.checkpoint_dir), cfg.checkpointing.keep_top_k,
                                     cfg.checkpointing.metric_name, cfg.checkpointing.higher_is_better)
-    return Run(cfg, tokenizer, loader, policy, generation, backend, checkpoints, RunState(), world_size,
-               model_path, need_reference, validation)
+    return Run(cfg, tokenizer, loader, policy, generation, backend, checkpoints, RunState(), device, validation)
 
 
-def compat_fields(run: Run, fingerprint: dict[str, Any]) -> dict[str, Any]:
+def compat_fields(cfg: TrainConfig, fingerprint: dict[str, Any]) -> dict[str, Any]:
     """Settings a resumed checkpoint must share with this run."""
-    cfg = run.cfg
     return {
         "model_name": cfg.policy.model_name,
         "architecture": fingerprint,
@@ -150,7 +143,3 @@ def compat_fields(run: Run, fingerprint: dict[str, Any]) -> dict[str, Any]:
         "num_prompts_per_step": cfg.grpo.num_prompts_per_step,
         "num_generations_per_prompt": cfg.grpo.num_generations_per_prompt,
     }
-
-
-def skip_zero_advantage(cfg: TrainConfig) -> bool:
-    return cfg.grpo.skip_zero_advantage_groups and not loss_needs_all_rows(cfg.loss)

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from nemo_grpo.generation.numerics import gen_train_kl, token_mult_prob_error
+from nemo_grpo.algorithms.numerics import gen_train_kl, token_mult_prob_error
 from nemo_grpo.generation.vllm_refit import chunk_state_dict
 
 

@@ -1,0 +1,56 @@
+"""The `policy:` section: the model being trained, its batch sizes, precision and optimizer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from nemo_grpo.config.validate import REQUIRED
+from nemo_grpo.models.precision import Precision
+
+
+@dataclass
+class OptimizerConfig:
+    name: Literal["adamw"] = "adamw"
+    lr: float = 1e-6
+    weight_decay: float = 0.01
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+
+    def validate(self) -> None:
+        if self.lr <= 0:
+            raise ValueError(f"optimizer.lr: must be positive, got {self.lr}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"optimizer.betas: need two values in [0, 1), got {self.betas}")
+
+
+@dataclass
+class SchedulerConfig:
+    name: Literal["constant", "linear", "cosine"] = "constant"
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.0
+
+
+@dataclass
+class PolicyConfig:
+    model_name: str = REQUIRED
+    tokenizer_name: str | None = None
+    train_global_batch_size: int = 64
+    train_micro_batch_size: int = 1
+    logprob_micro_batch_size: int | None = None
+    max_total_sequence_length: int = 4096
+    precision: Precision = "bfloat16"
+    activation_checkpointing: bool = False
+    cpu_offload: bool = False
+    max_grad_norm: float | None = 1.0
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+
+    def validate(self) -> None:
+        if self.train_micro_batch_size < 1 or self.train_global_batch_size < 1:
+            raise ValueError("policy.train_micro_batch_size: batch sizes must be at least 1")
+        if self.train_global_batch_size % self.train_micro_batch_size:
+            raise ValueError(
+                f"policy.train_global_batch_size: {self.train_global_batch_size} is not a multiple of "
+                f"train_micro_batch_size {self.train_micro_batch_size}"
+            )

@@ -1,0 +1,82 @@
+"""A run's checkpoints from the driver's side: what is saved at a step, and how a run resumes.
+
+The policy ranks write their DCP shards (`PolicyGroup.save`); the driver adds its own state, the
+config, the tokenizer and meta.json (last), through `CheckpointManager`, which makes the folder
+visible only when it is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import torch
+
+from nemo_grpo.checkpoint.manager import check_resumable, read_meta
+from nemo_grpo.config import save_config
+from nemo_grpo.trainer.setup import Run, compat_fields
+from nemo_grpo.utils.faults import maybe_crash
+
+log = logging.getLogger(__name__)
+
+
+def save_checkpoint(run: Run, metrics: dict[str, Any]) -> float:
+    start = time.perf_counter()
+    tmp = run.checkpoints.begin(run.state.step)
+    run.policy.save(str(tmp))
+    maybe_crash("save", run.state.step)  # tests: a crash after the shards, before the checkpoint is complete
+    torch.save({"state": run.state.__dict__, "loader": run.loader.state_dict(), "torch_rng": torch.get_rng_state()},
+               tmp / "driver_state.pt")
+    save_config(run.cfg, tmp / "config.yaml")
+    run.tokenizer.save_pretrained(tmp / "tokenizer")
+    fingerprint = run.policy.fingerprint()
+    meta = {"step": run.state.step, "consumed_samples": run.state.consumed_samples,
+            "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+            "compat": compat_fields(run.cfg, fingerprint)}
+    run.checkpoints.finish(tmp, run.state.step, meta)
+    return time.perf_counter() - start
+
+
+def resume_or_start(run: Run) -> None:
+    """Resume from the latest complete checkpoint in this run's folder, or start fresh."""
+    run.checkpoints.remove_incomplete()
+    latest = run.checkpoints.latest()
+    if latest is None:
+        log.info("starting a new run from %s", run.cfg.policy.model_name)
+        return
+    fingerprint = run.policy.fingerprint()
+    meta = read_meta(latest)
+    check_resumable(meta, _json_roundtrip(compat_fields(run.cfg, fingerprint)), latest)
+    run.policy.load(str(latest))
+    saved = torch.load(latest / "driver_state.pt", weights_only=False)
+    run.state.__dict__.update(saved["state"])
+    run.loader.load_state_dict(saved["loader"])
+    torch.set_rng_state(saved["torch_rng"])
+    run.state.weights_stale = True  # the engine still has the initial weights
+    log.info("resumed from %s (step %d)", latest, run.state.step)
+
+
+def restore_checkpoint_row(run: Run, loggers) -> None:
+    """On resume, put back the metrics row of the checkpoint's step if a kill came between saving
+    the checkpoint and logging the row."""
+    latest = run.checkpoints.latest()
+    if run.state.step == 0 or latest is None:
+        return
+    row = missing_row(loggers.history, read_meta(latest), run.state.step)
+    if row is not None:
+        loggers.restore(row)
+        log.info("restored the metrics row of step %d from %s", run.state.step, latest)
+
+
+def missing_row(history: list[dict[str, Any]], meta: dict[str, Any], step: int) -> dict[str, Any] | None:
+    """The row of `step` from a checkpoint's meta.json, when the history has no training row of it."""
+    if any(r.get("step") == step and "timing/step_s" in r for r in history):
+        return None
+    metrics = meta.get("metrics", {})
+    return {**metrics, "step": step} if metrics else None
+
+
+def _json_roundtrip(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
