@@ -41,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--output", required=True, help="JSONL to write, one graded row per input row")
     defaults = RewardConfig()
     ap.add_argument("--answer-format", default=defaults.answer_format, choices=["auto", "boxed", "answer_tag"])
-    ap.add_argument("--no-answer", default=defaults.no_answer, choices=["zero", "last_number"])
+    ap.add_argument("--no-answer", default=None, choices=["zero", "reader", "last_number"],
+                    help="responses without box/tag/phrase: default 'reader' (what a reader finds) "
+                         "for auto, 'zero' for boxed / answer_tag")
     ap.add_argument("--truncated", default=defaults.truncated, choices=["zero", "grade"])
     ap.add_argument("--percent", default=defaults.percent, choices=["either", "number", "fraction"])
     ap.add_argument("--timeout-s", type=float, default=defaults.timeout_s)
@@ -51,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     cfg = RewardConfig(
         answer_format=args.answer_format,
-        no_answer=args.no_answer,
+        no_answer=args.no_answer or ("reader" if args.answer_format == "auto" else "zero"),
         truncated=args.truncated,
         percent=args.percent,
         timeout_s=args.timeout_s,
