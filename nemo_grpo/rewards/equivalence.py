@@ -197,7 +197,7 @@ def fast_equal(pred: str, gold: str, percent: PercentPolicy = "either") -> bool 
         if mixed is not None and mixed[0] is None:
             return False  # "2\\frac{4}{3}": a whole number before an improper fraction is ambiguous
     g_letter = choice_letter(g)
-    if g_letter is not None and not re.fullmatch(r"[a-e]", g):  # "C" or "(C)" as a gold choice
+    if g_letter is not None and not re.fullmatch(r"[a-e]", g) and "=" not in g:  # "C" or "(C)" as a gold choice
         return choice_letter(p) == g_letter
     g_base = base_number(g)
     if g_base is not None:  # a number written in another base: same digits (and base, if given)
@@ -223,6 +223,16 @@ def fast_equal(pred: str, gold: str, percent: PercentPolicy = "either") -> bool 
     named = _compare_named(p, g, percent)
     if named is not None:
         return named
+    for a, b in ((p, g), (g, p)):
+        parts = _top_parts(a, _REL_SPLIT)
+        if (len(parts) >= 2 and all(sep == "=" for sep, _ in parts[1:]) and not _is_name(parts[0][1])
+                and not _REL_SPLIT.search(b) and len(_split_top(a)) == 1 and all(x for _, x in parts)):
+            if re.search(r"[a-zA-Z]", re.sub(r"\\[a-zA-Z]+", "", a)):
+                if len(parts) == 2:
+                    return False  # "a + 3z = 0" is an equation, not the value 0
+                continue
+            last = parts[-1][1]  # "3 + 4 = 7": a computation; its result is the value
+            return fast_equal(last, b, percent) if a is p else fast_equal(b, last, percent)
     pm = _plus_minus(p, g, percent)
     if pm is not None:
         return pm
@@ -274,7 +284,7 @@ def _top_parts(s: str, pattern: re.Pattern) -> list[tuple[str, str]]:
 def _is_name(lhs: str) -> bool:
     """A left-hand side that names a value: ``x``, ``a_{37}``, ``f(x)``, ``|AB|``, ``(p,q)``, ``A:B``."""
     t = lhs.strip()
-    if not t or len(t) > 40 or not re.search(r"[A-Za-z]", t) or t[0].isdigit() or t[0] in "+-.":
+    if not t or len(t) > 40 or not re.search(r"[A-Za-z]", t) or t[0].isdigit() or t[0] in "+-." or "^" in t:
         return False
     return not any(sep for sep, _ in _top_parts(t, re.compile(r"[+\-]"))[1:])
 
@@ -296,7 +306,7 @@ def _items(s: str) -> list[str]:
 
 def _compare_named(p: str, g: str, percent: PercentPolicy) -> bool | None:
     """Compare the values of named answers; names must agree when both sides give them."""
-    if "=" not in p and "=" not in g:
+    if ("=" not in p and "=" not in g) or _PM.search(p + g):
         return None
     pn, gn = [named_value(x) for x in _items(p)], [named_value(x) for x in _items(g)]
     if all(n is None for n, _ in pn) and all(n is None for n, _ in gn):

@@ -166,7 +166,7 @@ def _phrase_answer(text: str) -> tuple[str, int] | None:
         line = re.split(r"(?<=[^\d\s])\.(?:\s|$)|\.\s", line, maxsplit=1)[0]
     if re.search(r"[A-Za-z]{3,}", re.sub(r"\$[^$]*\$|\\[a-zA-Z]+", "", line)) and " is " in line:
         line = line.rsplit(" is ", 1)[1]  # "Final Answer: The volume of $V$ is 120"
-    line = strip_math_delimiters(line.strip().strip('"\\').strip())
+    line = strip_math_delimiters(re.sub(r'^(?:\\?")+|(?:\\?")+$', "", line.strip()).strip())
     if not line:
         return None
     return line, offset + last.end() + len(line)
@@ -242,8 +242,12 @@ def reader_answer(text: str) -> str | None:
         plain = re.sub(r"\x00\d+\x00", " ", sentence) if ids else sentence
         if not _NUMBER_TOKEN.search(plain):
             continue
-        if not finished:  # only a value that ends the response: "... which is 1,000.99\u20ac"
+        if "\\boxed" in plain or "\\fbox" in plain:
+            return None  # an unclosed box: the answer was never finished
+        if not finished:  # only a value stated last: "... which is 1,000.99\u20ac" (not "2 + 2 = 4")
             last = list(_NUMBER_TOKEN.finditer(plain))[-1]
+            if not re.search(r"(?:\b(?:is|are|was|were|equals|be|becomes)|'s|:)\s*$", plain[: last.start()]):
+                return None
             if re.search(r"[A-Za-z]{2,}.*[A-Za-z]|\d", plain[last.end() :]) or re.search(r"\w", plain[last.end() :].strip(" .")) and len(plain[last.end() :].split()) > 1:
                 return None  # "2 + 2 = 4, and I still need to add the rest" is not a statement
             return last.group(0).strip().rstrip(",")

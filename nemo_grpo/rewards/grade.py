@@ -18,6 +18,9 @@ from nemo_grpo.rewards.math_reward import grade_batch, summarize
 from nemo_grpo.rewards.pool import shutdown_pool
 
 
+CLI_TIMEOUT_S = 1.5
+
+
 def _read_rows(path: str) -> list[dict]:
     rows = []
     with open(path, encoding="utf-8") as f:
@@ -46,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
                          "for auto, 'zero' for boxed / answer_tag")
     ap.add_argument("--truncated", default=defaults.truncated, choices=["zero", "grade"])
     ap.add_argument("--percent", default=defaults.percent, choices=["either", "number", "fraction"])
-    ap.add_argument("--timeout-s", type=float, default=defaults.timeout_s)
+    ap.add_argument("--timeout-s", type=float, default=CLI_TIMEOUT_S,
+                    help="per-answer limit (1.5 s: a few series answers need 1-1.4 s of sympy)")
     ap.add_argument("--num-workers", type=int, default=defaults.num_workers)
     ap.add_argument("--format-weight", type=float, default=defaults.format_weight)
     ap.add_argument("--batch-size", type=int, default=512, help="rows graded per call")

@@ -107,6 +107,7 @@ def clean(s: str) -> str:
     s = s.replace("\\displaystyle", "")
     s = _DEGREES.sub("", s)
     s = _DOLLAR_SIGN.sub("", s)
+    s = re.sub(r"(?<!\\)\$", " ", s).strip()  # a stray $ left inside: a currency sign or a broken delimiter
     s = _UNIT_TEXT.sub("", s)
     s = _TRAILING_TEXT.sub("", s)
     s = _CURRENCY.sub("", s)
@@ -115,7 +116,6 @@ def clean(s: str) -> str:
     s = _PERCENT_WORD.sub("%", s)
     s = _SPACES.sub(" ", s).strip()
     s = _TRAILING_UNIT.sub("", s).strip() if re.search(r"\d", s) else s
-    s = re.sub(r"(?<!\\)\$", " ", s).strip()  # a stray $ left inside: a currency sign or a broken delimiter
     if s.startswith("{") and s.endswith("}") and _closing(s, 0) == len(s) - 1:
         s = s[1:-1].strip()  # TeX grouping braces, not a set
     compact = s.replace(" ", "")

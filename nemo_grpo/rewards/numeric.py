@@ -15,7 +15,8 @@ import math
 import re
 from fractions import Fraction
 
-_TOKEN = re.compile(r"\s*(\d+\.\d*|\.\d+|\d+|\\[a-zA-Z]+|[a-zA-Z]|[-+*/^(){}\[\]!_])")
+_TOKEN = re.compile(r"\s*(\d+\.\d*|\.\d+|\d+|\\[a-zA-Z]+|[a-zA-Z]|[-+*/^(){}\[\]!_=])")
+MAX_SUM_TERMS = 2000
 _FUNCS = {
     "\\sin": cmath.sin, "\\cos": cmath.cos, "\\tan": cmath.tan,
     "\\sec": lambda z: 1 / cmath.cos(z), "\\csc": lambda z: 1 / cmath.sin(z), "\\cot": lambda z: 1 / cmath.tan(z),
@@ -29,6 +30,7 @@ _SAMPLES = (
     (1.9123, 1.1071, 0.7854, 1.3863),
     (0.9887, 1.6931, 1.2346, 0.6619),
 )
+_INT_SAMPLES = ((3, 5, 2, 4), (4, 2, 6, 3), (6, 7, 3, 5), (7, 3, 5, 2), (10, 4, 7, 6), (13, 6, 4, 7))
 MAX_TOKENS = 200
 MAX_EXACT_TOKENS = 4000  # exact integer/fraction arithmetic is linear in the tokens: long sums are fine
 MAX_EXACT_BITS = 1 << 20  # an exact power may have at most about 315,000 digits
@@ -189,17 +191,67 @@ class _Parser:
             if any(v.imag or v.real != int(v.real) or not 0 <= v.real <= 200 for v in (n, k)):
                 raise Unsupported("binom")
             return complex(math.comb(int(n.real), int(k.real)))
+        if tok in ("\\sum", "\\prod"):
+            return self.big_operator(tok)
+        if tok in self.env and self.peek() != "_":  # a summation index may be called i or e
+            return self.env[tok]
         if tok == "\\pi":
             return complex(math.pi)
         if tok == "e":
             return complex(math.e)
         if tok == "i":
             return 1j
+        if len(tok) == 1 and tok.isalpha() and self.peek() == "_":
+            self.take()
+            index = self.group()
+            if index.imag or index.real != int(index.real) or abs(index.real) > 10**6:
+                raise Unsupported("subscript")
+            # An unknown sequence or function: a fixed pseudo-random value per (name, index), so two
+            # answers agree only when they use the same terms (F_k F_{n-k-1} summed either way).
+            return complex(1 + ((int(index.real) * 7919 + ord(tok) * 104729) % 9973) / 9973)
         if tok in _GREEK or (len(tok) == 1 and tok.isalpha()):
             if tok not in self.env:
                 raise Unsupported("unknown variable")
             return self.env[tok]
         raise Unsupported(tok)
+
+    def big_operator(self, op: str) -> complex:
+        """``\\sum_{k=a}^{b} body`` / ``\\prod``: finite, integer bounds, at most MAX_SUM_TERMS terms."""
+        self.take("_")
+        self.take("{")
+        var = self.take()
+        if not (len(var) == 1 and var.isalpha()):
+            raise Unsupported("index")
+        self.take("=")
+        lo = self.expr()
+        self.take("}")
+        self.take("^")
+        hi = self.group()
+        if lo.imag or hi.imag or lo.real != int(lo.real) or hi.real != int(hi.real):
+            raise Unsupported("bounds")
+        a, b = int(lo.real), int(hi.real)
+        if b - a + 1 > MAX_SUM_TERMS:
+            raise Unsupported("too many terms")
+        start, saved = self.k, self.env.get(var)
+        total = complex(0 if op == "\\sum" else 1)
+        end = None
+        for j in range(a, b + 1):
+            self.env[var] = complex(j)
+            self.k = start
+            term = self.term()
+            end = self.k
+            total = total + term if op == "\\sum" else total * term
+        if end is None:  # empty range: skip the body
+            self.env[var] = complex(a)
+            self.k = start
+            self.term()
+            end = self.k
+        self.k = end
+        if saved is None:
+            self.env.pop(var, None)
+        else:
+            self.env[var] = saved
+        return total
 
 
 class _ExactParser(_Parser):
@@ -305,8 +357,10 @@ def numeric_equal(pred: str, gold: str) -> bool | None:
         if len(names) > 4:
             return None
         decided_equal = True
-        for k in range(len(_SAMPLES)):
-            env = {n: complex(_SAMPLES[k][j]) for j, n in enumerate(names)}
+        discrete = any(x in pred + gold for x in ("\\sum", "\\prod", "_"))
+        for k in range(len(_INT_SAMPLES) if discrete else len(_SAMPLES)):
+            # sums, products and subscripts are evaluated at whole numbers (their bounds must be)
+            env = {n: complex(_INT_SAMPLES[k][j] if discrete else _SAMPLES[k][j]) for j, n in enumerate(names)}
             a, b = evaluate(pred, env), evaluate(gold, env)
             scale = max(1.0, abs(a), abs(b))
             diff = abs(a - b)
