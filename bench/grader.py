@@ -60,12 +60,14 @@ def run_baseline(rows: list[dict], workers: int) -> tuple[list[bool], list[float
     return [o[0] for o in out], [o[1] for o in out], wall
 
 
-def run_ours(rows: list[dict], workers: int) -> tuple[list, float]:
+def run_ours(rows: list[dict], workers: int, cli: bool = False) -> tuple[list, float]:
     from nemo_grpo.rewards.config import RewardConfig
+    from nemo_grpo.rewards.grade import CLI_TIMEOUT_S
     from nemo_grpo.rewards.math_reward import grade_batch
     from nemo_grpo.rewards.pool import get_pool
 
-    cfg = RewardConfig(num_workers=workers)
+    # training default, or the CLI's defaults (reader fallback, 1.5 s limit)
+    cfg = RewardConfig(num_workers=workers, no_answer="reader", timeout_s=CLI_TIMEOUT_S) if cli else RewardConfig(num_workers=workers)
     get_pool(cfg.num_workers, cfg.timeout_s).run("debug_sleep", [(0,)] * workers)  # workers up
     t0 = time.perf_counter()
     res = grade_batch([r["response"] for r in rows], [r["gold"] for r in rows], cfg,
@@ -93,15 +95,18 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--write-baseline", default=None, help="store math-verify's verdict per case id")
     ap.add_argument("--show-errors", action="store_true")
+    ap.add_argument("--cli-defaults", action="store_true",
+                    help="grade with the CLI's defaults (no_answer=reader, 1.5 s) instead of RewardConfig()")
     args = ap.parse_args()
     rows = [json.loads(line) for line in open(args.labelled, encoding="utf-8")]
 
     mv_verdicts, mv_times, mv_wall = run_baseline(rows, args.workers)
-    ours, our_wall = run_ours(rows, args.workers)
+    ours, our_wall = run_ours(rows, args.workers, args.cli_defaults)
     our_verdicts = [r.correct for r in ours]
 
     print(f"labelled cases: {len(rows)} ({sum(r['label'] for r in rows)} correct, "
-          f"{sum(not r['label'] for r in rows)} wrong); workers: {args.workers}")
+          f"{sum(not r['label'] for r in rows)} wrong); workers: {args.workers}; "
+          f"ours with {'CLI defaults (no_answer=reader, timeout 1.5 s)' if args.cli_defaults else 'RewardConfig() (training default)'}")
     header = f"{'grader':<28}{'accuracy':>9}{'FP':>5}{'FN':>5}{'median ms':>11}{'p99 ms':>9}{'max ms':>9}{'answers/s':>11}"
     print(header)
     for name, verdicts, times, wall in (
@@ -111,6 +116,12 @@ def main() -> None:
         s, t = score(rows, verdicts), timing(times, wall)
         print(f"{name:<28}{s['accuracy']:>9.4f}{s['fp']:>5}{s['fn']:>5}{t['median_ms']:>11.2f}"
               f"{t['p99_ms']:>9.1f}{t['max_ms']:>9.1f}{t['per_s']:>11.1f}")
+    for split in sorted({r["split"] for r in rows if "split" in r}):
+        idx = [i for i, r in enumerate(rows) if r.get("split") == split]
+        sub = [rows[i] for i in idx]
+        mv, us = score(sub, [mv_verdicts[i] for i in idx]), score(sub, [our_verdicts[i] for i in idx])
+        print(f"  split {split:<8} n={len(idx):<4} math-verify acc {mv['accuracy']:.4f} FP {mv['fp']} FN {mv['fn']}"
+              f" | nemo_grpo acc {us['accuracy']:.4f} FP {us['fp']} FN {us['fn']}")
     cats = sorted({r["category"] for r in rows})
     print("\nper category: n, math-verify errors, nemo_grpo errors")
     for c in cats:

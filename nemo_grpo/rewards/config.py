@@ -13,9 +13,11 @@ class RewardConfig:
     # box group and a "final answer is ..." phrase, else a response that is only a one-line answer).
     answer_format: Literal["auto", "boxed", "answer_tag"] = "auto"
     # Responses with no box, tag or "final answer" phrase: "zero" gives no reward (status
-    # no_answer); "last_number" grades the last number in the text (math-verify's behaviour, which
-    # rewards truncated responses that happen to end on the right number).
-    no_answer: Literal["zero", "last_number"] = "zero"
+    # no_answer); "reader" grades what a reader takes as the answer: the last display-math block or
+    # formula of the final sentence, or the value a finished final sentence states (the CLI's
+    # default, for evaluation); "last_number" grades the last number in the text (math-verify's
+    # behaviour, which rewards truncated responses that happen to end on the right number).
+    no_answer: Literal["zero", "reader", "last_number"] = "zero"
     # Responses cut off by the length limit (no EOS): "zero" gives no correctness reward (status
     # truncated); "grade" grades whatever complete answer they contain.
     truncated: Literal["zero", "grade"] = "zero"
@@ -42,9 +44,9 @@ class RewardConfig:
             raise ValueError(f"reward.num_workers: must be between 1 and 256, got {self.num_workers}")
         if self.format_weight < 0:
             raise ValueError(f"reward.format_weight: must be >= 0, got {self.format_weight}; use 0 to disable")
-        if self.answer_format == "answer_tag" and self.no_answer == "last_number":
+        if self.answer_format == "answer_tag" and self.no_answer != "zero":
             raise ValueError(
-                "reward.no_answer: 'last_number' cannot be combined with answer_format 'answer_tag'; "
+                f"reward.no_answer: '{self.no_answer}' cannot be combined with answer_format 'answer_tag'; "
                 "set no_answer: zero (r1_zero rewards only tagged answers)"
             )
         hints = get_type_hints(RewardConfig)

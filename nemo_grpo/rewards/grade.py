@@ -18,6 +18,9 @@ from nemo_grpo.rewards.math_reward import grade_batch, summarize
 from nemo_grpo.rewards.pool import shutdown_pool
 
 
+CLI_TIMEOUT_S = 1.5
+
+
 def _read_rows(path: str) -> list[dict]:
     rows = []
     with open(path, encoding="utf-8") as f:
@@ -41,17 +44,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--output", required=True, help="JSONL to write, one graded row per input row")
     defaults = RewardConfig()
     ap.add_argument("--answer-format", default=defaults.answer_format, choices=["auto", "boxed", "answer_tag"])
-    ap.add_argument("--no-answer", default=defaults.no_answer, choices=["zero", "last_number"])
+    ap.add_argument("--no-answer", default=None, choices=["zero", "reader", "last_number"],
+                    help="responses without box/tag/phrase: default 'reader' (what a reader finds) "
+                         "for auto, 'zero' for boxed / answer_tag")
     ap.add_argument("--truncated", default=defaults.truncated, choices=["zero", "grade"])
     ap.add_argument("--percent", default=defaults.percent, choices=["either", "number", "fraction"])
-    ap.add_argument("--timeout-s", type=float, default=defaults.timeout_s)
+    ap.add_argument("--timeout-s", type=float, default=CLI_TIMEOUT_S,
+                    help="per-answer limit (1.5 s: a few series answers need 1-1.4 s of sympy)")
     ap.add_argument("--num-workers", type=int, default=defaults.num_workers)
     ap.add_argument("--format-weight", type=float, default=defaults.format_weight)
     ap.add_argument("--batch-size", type=int, default=512, help="rows graded per call")
     args = ap.parse_args(argv)
     cfg = RewardConfig(
         answer_format=args.answer_format,
-        no_answer=args.no_answer,
+        no_answer=args.no_answer or ("reader" if args.answer_format == "auto" else "zero"),
         truncated=args.truncated,
         percent=args.percent,
         timeout_s=args.timeout_s,

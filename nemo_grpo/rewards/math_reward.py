@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass
 from nemo_grpo.rewards.config import RewardConfig
 from nemo_grpo.rewards.equivalence import fast_equal, pathological
 from nemo_grpo.rewards.normalize import clean
-from nemo_grpo.rewards.extract import MAX_ANSWER_CHARS, extract_answer
+from nemo_grpo.rewards.equivalence import _split_top
+from nemo_grpo.rewards.extract import MAX_ANSWER_CHARS, extract_answer, gold_answer
 from nemo_grpo.rewards.format_reward import format_ok
 from nemo_grpo.rewards.pool import GraderPool, get_pool
 
@@ -66,7 +67,14 @@ def grade_batch(
     for i, (resp, gold) in enumerate(zip(responses, golds)):
         t0 = time.perf_counter()
         resp = resp[-MAX_RESPONSE_CHARS:]
-        ex = extract_answer(resp, cfg.answer_format, allow_last_number=cfg.no_answer == "last_number")
+        gold = gold_answer(str(gold))
+        reader, last_number = cfg.no_answer == "reader", cfg.no_answer == "last_number"
+        ex = extract_answer(resp, cfg.answer_format, allow_last_number=last_number, reader=reader)
+        parts = len(_split_top(clean(gold))) if "," in gold else 1
+        if parts > 1 and ex.source in ("boxed", "answer_tag") and len(ex.alternatives or (ex.answer,)) < parts:
+            wider = extract_answer(resp, cfg.answer_format, allow_last_number=last_number, reader=reader, want=parts)
+            if len(wider.alternatives) == parts:  # several boxed parts answering one question
+                ex = wider
         fmt = format_ok(resp, cfg.answer_format, ex, flags[i])
         r = GradeResult(False, ex.answer, "", "ok", 0.0, fmt, 0.0, ex.source, ex.hedge)
         if flags[i] and cfg.truncated == "zero":

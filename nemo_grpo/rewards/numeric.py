@@ -13,24 +13,36 @@ from __future__ import annotations
 import cmath
 import math
 import re
+from fractions import Fraction
 
-_TOKEN = re.compile(r"\s*(\d+\.\d*|\.\d+|\d+|\\[a-zA-Z]+|[a-zA-Z]|[-+*/^(){}\[\]!_])")
+_TOKEN = re.compile(r"\s*(\d+\.\d*|\.\d+|\d+|\\[a-zA-Z]+|[a-zA-Z]|[-+*/^(){}\[\]!_=])")
+MAX_SUM_TERMS = 2000
 _FUNCS = {
     "\\sin": cmath.sin, "\\cos": cmath.cos, "\\tan": cmath.tan,
     "\\sec": lambda z: 1 / cmath.cos(z), "\\csc": lambda z: 1 / cmath.sin(z), "\\cot": lambda z: 1 / cmath.tan(z),
     "\\ln": cmath.log, "\\log": cmath.log, "\\exp": cmath.exp,
 }
 _GREEK = {"\\alpha", "\\beta", "\\gamma", "\\theta", "\\phi", "\\lambda", "\\mu", "\\omega", "\\sigma", "\\tau"}
-_SAMPLES = (0.7316, 1.2519, 1.9123)
+# Sample points: every variable gets its own value at each point (never x - y constant).
+_SAMPLES = (
+    (0.7316, 1.4142, 0.6180, 1.7725),
+    (1.2519, 0.8313, 1.9123, 0.9431),
+    (1.9123, 1.1071, 0.7854, 1.3863),
+    (0.9887, 1.6931, 1.2346, 0.6619),
+)
+_INT_SAMPLES = ((3, 5, 2, 4), (4, 2, 6, 3), (6, 7, 3, 5), (7, 3, 5, 2), (10, 4, 7, 6), (13, 6, 4, 7))
 MAX_TOKENS = 200
+MAX_EXACT_TOKENS = 4000  # exact integer/fraction arithmetic is linear in the tokens: long sums are fine
+MAX_EXACT_BITS = 1 << 20  # an exact power may have at most about 315,000 digits
 
 
 class Unsupported(Exception):
     pass
 
 
-def _tokens(s: str) -> list[str]:
+def _tokens(s: str, limit: int = MAX_TOKENS) -> list[str]:
     s = s.replace("\\cdot", "*").replace("\\times", "*").replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    s = s.replace("\\div", "/")
     out, pos = [], 0
     s = s.strip()
     while pos < len(s):
@@ -39,7 +51,7 @@ def _tokens(s: str) -> list[str]:
             raise Unsupported(s[pos : pos + 10])
         out.append(m.group(1))
         pos = m.end()
-        if len(out) > MAX_TOKENS:
+        if len(out) > limit:
             raise Unsupported("too long")
     return out
 
@@ -179,17 +191,143 @@ class _Parser:
             if any(v.imag or v.real != int(v.real) or not 0 <= v.real <= 200 for v in (n, k)):
                 raise Unsupported("binom")
             return complex(math.comb(int(n.real), int(k.real)))
+        if tok in ("\\sum", "\\prod"):
+            return self.big_operator(tok)
+        if tok in self.env and self.peek() != "_":  # a summation index may be called i or e
+            return self.env[tok]
         if tok == "\\pi":
             return complex(math.pi)
         if tok == "e":
             return complex(math.e)
         if tok == "i":
             return 1j
+        if len(tok) == 1 and tok.isalpha() and self.peek() == "_":
+            self.take()
+            index = self.group()
+            if index.imag or index.real != int(index.real) or abs(index.real) > 10**6:
+                raise Unsupported("subscript")
+            # An unknown sequence or function: a fixed pseudo-random value per (name, index), so two
+            # answers agree only when they use the same terms (F_k F_{n-k-1} summed either way).
+            return complex(1 + ((int(index.real) * 7919 + ord(tok) * 104729) % 9973) / 9973)
         if tok in _GREEK or (len(tok) == 1 and tok.isalpha()):
             if tok not in self.env:
                 raise Unsupported("unknown variable")
             return self.env[tok]
         raise Unsupported(tok)
+
+    def big_operator(self, op: str) -> complex:
+        """``\\sum_{k=a}^{b} body`` / ``\\prod``: finite, integer bounds, at most MAX_SUM_TERMS terms."""
+        self.take("_")
+        self.take("{")
+        var = self.take()
+        if not (len(var) == 1 and var.isalpha()):
+            raise Unsupported("index")
+        self.take("=")
+        lo = self.expr()
+        self.take("}")
+        self.take("^")
+        hi = self.group()
+        if lo.imag or hi.imag or lo.real != int(lo.real) or hi.real != int(hi.real):
+            raise Unsupported("bounds")
+        a, b = int(lo.real), int(hi.real)
+        if b - a + 1 > MAX_SUM_TERMS:
+            raise Unsupported("too many terms")
+        start, saved = self.k, self.env.get(var)
+        total = complex(0 if op == "\\sum" else 1)
+        end = None
+        for j in range(a, b + 1):
+            self.env[var] = complex(j)
+            self.k = start
+            term = self.term()
+            end = self.k
+            total = total + term if op == "\\sum" else total * term
+        if end is None:  # empty range: skip the body
+            self.env[var] = complex(a)
+            self.k = start
+            self.term()
+            end = self.k
+        self.k = end
+        if saved is None:
+            self.env.pop(var, None)
+        else:
+            self.env[var] = saved
+        return total
+
+
+class _ExactParser(_Parser):
+    """Integers and fractions only (+ - * / ^ ! binom frac, brackets): exact, with bounded powers.
+
+    Used before the sample-point evaluator so that ``2^{100}+1`` never equals ``2^{100}`` through a
+    float tolerance, and so that towers such as ``2^{2^{2^{2^{2}}}}`` are compared exactly when their
+    value fits in ``MAX_EXACT_BITS`` (and rejected, not evaluated, when it does not).
+    """
+
+    def power(self):
+        base = self.atom()
+        while self.peek() == "!":
+            self.take()
+            if base.denominator != 1 or not 0 <= base <= 1000:
+                raise Unsupported("factorial")
+            base = Fraction(math.factorial(int(base)))
+        if self.peek() == "^":
+            self.take()
+            exp = self.unary() if self.peek() == "-" else self.atom()
+            if exp.denominator != 1:
+                raise Unsupported("fractional power")
+            e = int(exp)
+            if base == 0 and e < 0:
+                raise Unsupported("division by zero")
+            size = max(abs(base.numerator).bit_length(), abs(base.denominator).bit_length())
+            if abs(e) > MAX_EXACT_BITS or (size > 1 and size * abs(e) > MAX_EXACT_BITS):
+                raise Unsupported("huge power")
+            return base**e
+        return base
+
+    def group(self):
+        if self.peek() == "{":
+            self.take()
+            v = self.expr()
+            self.take("}")
+            return v
+        tok = self.take()
+        if tok.isdigit():
+            if len(tok) > 1:
+                self.t[self.k - 1 : self.k] = [tok[0], tok[1:]]
+            return Fraction(int(tok[0]))
+        self.k -= 1
+        return self.atom()
+
+    def atom(self):
+        tok = self.take()
+        if tok[0].isdigit() or tok[0] == ".":
+            if len(tok) > 4000:
+                raise Unsupported("long number")
+            return Fraction(tok)
+        if tok in ("(", "{", "["):
+            v = self.expr()
+            self.take({"(": ")", "{": "}", "[": "]"}[tok])
+            return v
+        if tok == "\\frac":
+            num, den = self.group(), self.group()
+            if den == 0:
+                raise Unsupported("division by zero")
+            return num / den
+        if tok == "\\binom":
+            n, k = self.group(), self.group()
+            if any(v.denominator != 1 or not 0 <= v <= 5000 for v in (n, k)):
+                raise Unsupported("binom")
+            return Fraction(math.comb(int(n), int(k)))
+        raise Unsupported(tok)
+
+
+def exact_value(s: str) -> Fraction | None:
+    """The exact rational value of a variable-free integer/fraction expression, or None."""
+    try:
+        p = _ExactParser(_tokens(s, MAX_EXACT_TOKENS), {})
+        v = p.expr()
+        return v if p.peek() is None else None
+    except (Unsupported, ValueError, ZeroDivisionError, RecursionError, OverflowError):
+        return None
 
 
 def variables(s: str) -> set[str]:
@@ -208,20 +346,28 @@ def evaluate(s: str, env: dict[str, complex]) -> complex:
 
 def numeric_equal(pred: str, gold: str) -> bool | None:
     """True / False when the sample points decide it, None when the engine must."""
+    ea, eb = exact_value(pred), exact_value(gold)
+    if ea is not None and eb is not None:
+        return ea == eb
+    big = next((abs(v) for v in (ea, eb) if v is not None), 0)
+    if big > 10**12:
+        return None  # a float cannot tell a huge exact value from its neighbour
     try:
         names = sorted(variables(pred) | variables(gold))
         if len(names) > 4:
             return None
         decided_equal = True
-        for k in range(len(_SAMPLES)):
-            env = {n: complex(_SAMPLES[(k + j) % len(_SAMPLES)] + 0.1 * j) for j, n in enumerate(names)}
+        discrete = any(x in pred + gold for x in ("\\sum", "\\prod", "_"))
+        for k in range(len(_INT_SAMPLES) if discrete else len(_SAMPLES)):
+            # sums, products and subscripts are evaluated at whole numbers (their bounds must be)
+            env = {n: complex(_INT_SAMPLES[k][j] if discrete else _SAMPLES[k][j]) for j, n in enumerate(names)}
             a, b = evaluate(pred, env), evaluate(gold, env)
             scale = max(1.0, abs(a), abs(b))
             diff = abs(a - b)
             if diff > 1e-6 * scale:
                 return False
-            if diff > 1e-9 * scale:
-                decided_equal = False
+            if diff > 1e-9 * scale or scale > 1e12:
+                decided_equal = False  # near-equal, or too large for a float to be sure
             if not names:
                 break
         return True if decided_equal else None

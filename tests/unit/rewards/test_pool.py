@@ -32,7 +32,8 @@ def test_grader_timeout_is_reported_not_silently_wrong(grader_pool, monkeypatch)
     # a comparison that outlives the limit: route the engine job to the sleep hook
     real_run = grader_pool.run
     monkeypatch.setattr(grader_pool, "run", lambda name, args, timeout_s=None: real_run("debug_sleep", [(5,)] * len(args), 0.3))
-    res = grade_batch(["\\boxed{x < 3}"], ["(-\\infty, 3)"], RewardConfig(failure_reward=0.0), pool=grader_pool)
+    res = grade_batch(["\\boxed{(0,9) \\cup (9,36)}"], ["(0,36) \\setminus \\{9\\}"], RewardConfig(failure_reward=0.0),
+                      pool=grader_pool)
     assert res[0].status == "timeout" and res[0].correct is False
     assert summarize(res)["reward/status_timeout"] == 1.0
 
