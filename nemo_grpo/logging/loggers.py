@@ -20,6 +20,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from nemo_grpo.config import ConfigError
+
 log = logging.getLogger(__name__)
 
 CONSOLE_KEYS = [
@@ -129,8 +131,6 @@ class WandbLogger:
             self.run = wandb.init(project=project, name=name, id=run_id, resume="allow", mode=mode,
                                   dir=str(log_dir), config=config)
         except Exception as exc:  # no login, no network in online mode, ...
-            from nemo_grpo.config import ConfigError
-
             raise ConfigError(f"logger.wandb: W&B did not start ({type(exc).__name__}: {exc}); set "
                               "logger.wandb_mode=offline (no network needed) or run `wandb login`") from None
 

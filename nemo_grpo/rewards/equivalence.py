@@ -17,7 +17,7 @@ import re
 from fractions import Fraction
 from typing import Literal
 
-from nemo_grpo.rewards.numeric import Unsupported, evaluate, exact_value, numeric_equal, variables
+from nemo_grpo.rewards.numeric import _SAMPLES, Unsupported, evaluate, exact_value, numeric_equal, variables
 from nemo_grpo.rewards.normalize import (
     Number,
     base_number,
@@ -361,8 +361,6 @@ def _proportional(a: str, b: str) -> float | None:
     names = sorted(variables(a) | variables(b))
     if not names or len(names) > 4:
         return None
-    from nemo_grpo.rewards.numeric import _SAMPLES
-
     ratios = []
     for point in _SAMPLES:
         env = {n: complex(point[j]) for j, n in enumerate(names)}
