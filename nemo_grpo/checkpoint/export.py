@@ -36,7 +36,7 @@ from nemo_grpo.checkpoint.hf_files import (
     write_shards,
     write_tokenizer,
 )
-from nemo_grpo.checkpoint.manager import CheckpointManager
+from nemo_grpo.checkpoint.manager import CheckpointManager, verify_checkpoint
 from nemo_grpo.models.precision import DTYPES
 from nemo_grpo.models.source import resolve_model_path
 
@@ -122,12 +122,26 @@ def find_step_dir(path: str | Path) -> Path:
         if not (path / "meta.json").is_file():
             raise ExportError(f"{path} is an incomplete checkpoint (no meta.json: its save never finished); "
                               "export a complete step_<N> folder")
+        _refuse_damaged(path, CheckpointManager(path.parent))
         return path
-    latest = CheckpointManager(path).latest()
+    manager = CheckpointManager(path)
+    latest = manager.latest()
     if latest is None:
         raise ExportError(f"{path} is neither a checkpoint (step_<N>/ with policy/weights and meta.json) "
                           "nor a checkpoint_dir that holds a complete one")
+    _refuse_damaged(latest, manager)
     return latest
+
+
+def _refuse_damaged(step_dir: Path, manager: CheckpointManager) -> None:
+    """An export never reads a damaged checkpoint: refuse, naming the damaged file and the newest
+    checkpoint beside it that verifies (to export instead)."""
+    problem = verify_checkpoint(step_dir)
+    if problem is None:
+        return
+    older = next((p for s, p in reversed(manager.complete()) if p != step_dir and verify_checkpoint(p) is None), None)
+    instead = f"export {older} instead" if older else "no other checkpoint beside it verifies"
+    raise ExportError(f"refusing to export {step_dir}: the checkpoint is damaged ({problem}); {instead}")
 
 
 def default_export_dir(step_dir: str | Path) -> Path:

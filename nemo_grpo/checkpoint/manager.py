@@ -6,19 +6,29 @@ Layout of one checkpoint (`<checkpoint_dir>/step_<N>/`):
     policy/optimizer/      DCP shards of the optimizer state
     policy/extra_state_rank<r>.pt   scheduler and RNG state of each rank
     driver_state.pt        step, consumed samples, data-loader position, driver RNG
+    manifest.json          every other file's size and sha256, written just before meta.json
     meta.json              step, metrics, model name and architecture, written last
     config.yaml            the resolved config of the run
     tokenizer/             the tokenizer files
 
 Everything is written into `tmp_step_<N>/` first and renamed when complete, so a crash while
 saving leaves the previous checkpoint untouched and a half-written folder that is never loaded
-(and is removed on the next start).
+(and is removed on the next start). A save that fails (a full disk, a permission) removes its
+own `tmp_step_<N>/` and raises `CheckpointSaveError`, one line with the folder, the error and the
+free bytes.
+
+On resume a checkpoint is verified before anything of it is loaded (`verify_checkpoint`): a
+readable meta.json, a `.metadata` file in every DCP folder, and every file of the manifest present
+with its size and checksum. Checkpoints written before manifests existed get the first two checks.
+A damaged checkpoint is never deleted here: it is named and left in place.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -30,10 +40,23 @@ from nemo_grpo.utils.errors import UserError
 log = logging.getLogger(__name__)
 
 STEP_DIR = re.compile(r"^step_(\d+)$")
+MANIFEST = "manifest.json"
+META = "meta.json"
+DCP_FOLDERS = ("policy/weights", "policy/optimizer")
+_HASH_CHUNK = 1 << 20
 
 
 class CheckpointMismatch(UserError, ValueError):
     """A checkpoint that this run must not resume; the message lists what differs."""
+
+
+class CheckpointDamaged(UserError, ValueError):
+    """No checkpoint that can be loaded (or the one asked for is damaged); the message names the
+    damaged files and what to do."""
+
+
+class CheckpointSaveError(UserError):
+    """A save that failed on the filesystem (no space, no permission); the previous checkpoint is intact."""
 
 
 @dataclass
@@ -68,35 +91,85 @@ class CheckpointManager:
         return sorted(out)
 
     def latest(self) -> Path | None:
+        """The newest complete checkpoint folder (not verified: see `latest_verified`)."""
         found = self.complete()
         return found[-1][1] if found else None
 
+    def latest_verified(self) -> tuple[Path | None, list[tuple[Path, str]]]:
+        """The newest complete checkpoint that verifies, and the newer ones that did not, each with
+        what is damaged. Raises CheckpointDamaged when there are checkpoints and none verifies."""
+        damaged: list[tuple[Path, str]] = []
+        for _, path in reversed(self.complete()):
+            problem = verify_checkpoint(path)
+            if problem is None:
+                return path, damaged
+            damaged.append((path, problem))
+        if damaged:
+            listed = "; ".join(f"{path.name}: {problem}" for path, problem in damaged)
+            raise CheckpointDamaged(
+                f"no checkpoint in {self.root} can be resumed, every one is damaged ({listed}); nothing was "
+                "deleted. Move the damaged step_<N> folders away to start this run from scratch, or set "
+                "checkpointing.checkpoint_dir to another folder")
+        return None, []
+
     def begin(self, step: int) -> Path:
         tmp = self.root / f"tmp_step_{step}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        try:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        except OSError as exc:
+            raise self.save_failed(tmp, step, exc) from None
         return tmp
 
     def finish(self, tmp: Path, step: int, meta: dict[str, Any]) -> Path:
-        """Write meta.json last, then make the checkpoint visible with one rename."""
-        (tmp / "meta.json.tmp").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
-        (tmp / "meta.json.tmp").rename(tmp / "meta.json")
+        """Write the manifest, then meta.json last, then make the checkpoint visible with one rename."""
         final = self.root / f"step_{step}"
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
-        self.prune()
+        try:
+            write_manifest(tmp)
+            (tmp / "meta.json.tmp").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
+            (tmp / "meta.json.tmp").rename(tmp / META)
+            if final.exists():
+                log.warning("replacing %s, left by an earlier attempt of this run", final)
+                shutil.rmtree(final)
+            tmp.rename(final)
+        except OSError as exc:
+            raise self.save_failed(tmp, step, exc) from None
+        self.prune(current_step=step)
         return final
 
-    def prune(self) -> list[Path]:
-        """Keep the latest checkpoint plus the best `keep_top_k` by `metric_name`."""
+    def save_failed(self, tmp: Path, step: int, exc: BaseException) -> CheckpointSaveError:
+        """Remove the partial `tmp` folder of a failed save and return the one-line error to raise:
+        the folder, the filesystem error, the free bytes there and the size of the last checkpoint."""
+        shutil.rmtree(tmp, ignore_errors=True)
+        cause = find_os_error(exc) or exc
+        if isinstance(cause, OSError) and cause.errno is not None:
+            what = (cause.strerror or os.strerror(cause.errno)).lower()
+            if cause.filename:
+                what += f" ({cause.filename})"
+        else:
+            what = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+        free = free_bytes(self.root)
+        previous = [path for s, path in self.complete() if s != step]
+        kept = (f"the previous checkpoint {previous[-1]} is intact ({folder_size(previous[-1])} bytes)"
+                if previous else "there is no earlier checkpoint")
+        return CheckpointSaveError(
+            f"cannot save the checkpoint of step {step} in {tmp}: {what}; {free} bytes free on that filesystem; "
+            f"the partial folder was removed and {kept}. Free space (or fix the folder's permissions) and "
+            "rerun the same command to resume")
+
+    def prune(self, current_step: int | None = None) -> list[Path]:
+        """Keep the latest checkpoint plus the best `keep_top_k` by `metric_name`. With
+        `current_step` (the step just saved), folders of later steps (left by an earlier attempt,
+        e.g. damaged ones this run fell back from) are neither ranked nor removed."""
         found = self.complete()
+        if current_step is not None:
+            found = [(s, p) for s, p in found if s <= current_step]
         if self.keep_top_k is None or len(found) <= self.keep_top_k:
             return []
         latest_step = found[-1][0]
 
         def score(item: tuple[int, Path]) -> tuple[int, float, int]:
-            value = read_meta(item[1]).get("metrics", {}).get(self.metric_name) if self.metric_name else None
+            value = meta_metric(item[1], self.metric_name) if self.metric_name else None
             if value is None:  # no metric: rank by recency
                 return (0, 0.0, item[0])
             return (1, float(value) if self.higher_is_better else -float(value), item[0])
@@ -111,6 +184,115 @@ class CheckpointManager:
 
 def read_meta(step_dir: Path) -> dict[str, Any]:
     return json.loads((Path(step_dir) / "meta.json").read_text())
+
+
+def meta_metric(step_dir: Path, name: str) -> Any:
+    """A metric of a checkpoint's meta.json; None when it has none or meta.json is unreadable
+    (a damaged checkpoint is ranked by its step, never crashes a save)."""
+    try:
+        meta = read_meta(step_dir)
+        return meta.get("metrics", {}).get(name) if isinstance(meta, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def sha256_file(path: Path) -> str:
+    """The sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _payload_files(step_dir: Path) -> list[Path]:
+    return sorted(p for p in step_dir.rglob("*")
+                  if p.is_file() and p.relative_to(step_dir).as_posix() not in (MANIFEST, META, "meta.json.tmp"))
+
+
+def write_manifest(step_dir: Path) -> dict[str, Any]:
+    """`manifest.json`: size and sha256 of every file under `step_dir` (but itself and meta.json)."""
+    step_dir = Path(step_dir)
+    files = {p.relative_to(step_dir).as_posix(): {"size": p.stat().st_size, "sha256": sha256_file(p)}
+             for p in _payload_files(step_dir)}
+    manifest = {"version": 1, "files": files}
+    tmp = step_dir / f"{MANIFEST}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    tmp.rename(step_dir / MANIFEST)
+    return manifest
+
+
+def verify_checkpoint(step_dir: Path) -> str | None:
+    """None when the checkpoint can be loaded, else what is damaged, naming the file
+    (e.g. "policy/weights/__0_0.distcp: 512 bytes, the manifest says 1024")."""
+    step_dir = Path(step_dir)
+    try:
+        meta = read_meta(step_dir)
+        if not isinstance(meta, dict):
+            raise ValueError(f"a JSON {type(meta).__name__}, not an object")
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        return f"{META}: unreadable ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+    manifest_path = step_dir / MANIFEST
+    if manifest_path.is_file():
+        try:
+            files = json.loads(manifest_path.read_text())["files"]
+            entries = [(name, int(e["size"]), str(e["sha256"])) for name, e in files.items()]
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
+            return f"{MANIFEST}: unreadable"
+        for name, size, sha in entries:
+            path = step_dir / name
+            if not path.is_file():
+                return f"{name}: missing"
+            actual = path.stat().st_size
+            if actual != size:
+                return f"{name}: {actual} bytes, the manifest says {size}"
+        for name, _, sha in entries:  # sizes first: cheap, and the usual damage (a truncated shard)
+            try:
+                if sha256_file(step_dir / name) != sha:
+                    return f"{name}: checksum differs from the manifest"
+            except OSError as exc:
+                return f"{name}: unreadable ({exc.strerror or exc})"
+    dcp_dirs = {p.parent for p in step_dir.rglob("*.distcp")}
+    dcp_dirs |= {step_dir / d for d in DCP_FOLDERS if (step_dir / d).is_dir()}
+    for folder in sorted(dcp_dirs):
+        if not (folder / ".metadata").is_file():
+            return f"{(folder / '.metadata').relative_to(step_dir).as_posix()}: missing"
+    return None
+
+
+def find_os_error(exc: BaseException | None, _depth: int = 0) -> OSError | None:
+    """The filesystem error behind `exc`: itself, its cause or context, a Ray task error's cause, or
+    one of a DCP CheckpointException's per-rank failures."""
+    if exc is None or _depth > 8:
+        return None
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return exc
+    inner: list[Any] = [exc.__cause__, exc.__context__, getattr(exc, "cause", None)]
+    failures = getattr(exc, "failures", None)
+    if isinstance(failures, dict):
+        for value in failures.values():
+            inner += list(value) if isinstance(value, tuple) else [value]
+    for candidate in inner:
+        if isinstance(candidate, BaseException) and candidate is not exc:
+            found = find_os_error(candidate, _depth + 1)
+            if found is not None:
+                return found
+    return None
+
+
+def free_bytes(path: Path) -> int | str:
+    """Free bytes on the filesystem of `path` (or of its nearest existing parent)."""
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return "unknown"
+
+
+def folder_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
 
 
 def check_resumable(meta: dict[str, Any], expected: dict[str, Any], where: Path) -> None:

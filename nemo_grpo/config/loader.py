@@ -50,7 +50,9 @@ def read_yaml_chain(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str,
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        raise ConfigError(yaml_error_message(path, exc)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
     parents = data.pop(DEFAULTS_KEY, None) or []
@@ -62,6 +64,15 @@ def read_yaml_chain(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str,
     for parent in parents:
         merged = deep_merge(merged, read_yaml_chain(path.parent / parent, (*_seen, path)))
     return deep_merge(merged, data)
+
+
+def yaml_error_message(path: Path, exc: yaml.YAMLError) -> str:
+    """`<file>:<line>:<column>: not valid YAML (<problem>)`, the position where PyYAML found it."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = " ".join(filter(None, [getattr(exc, "context", None), getattr(exc, "problem", None)]))
+    problem = problem or str(exc).splitlines()[0]
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+    return f"{where}: not valid YAML ({problem})"
 
 
 def deep_merge(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:

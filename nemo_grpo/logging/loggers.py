@@ -21,6 +21,7 @@ from typing import Any
 from tqdm import tqdm
 
 from nemo_grpo.config import ConfigError
+from nemo_grpo.utils.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,14 @@ CONSOLE_KEYS = [
     ("train/loss", "loss", "{:+.4f}"),
     ("timing/step_s", "step_s", "{:.1f}"),
 ]
+
+
+_WHAT_TO_DO = ("fix or delete that line (or move the file away to start its history afresh) and run the same "
+               "command again")
+
+
+class MetricsFileError(UserError, ValueError):
+    """A metrics.jsonl that cannot be read back on resume; the message names the file and the line."""
 
 
 def _number(value: Any) -> float | None:
@@ -55,13 +64,47 @@ class JsonlLogger:
             f.write(json.dumps(clean, sort_keys=True) + "\n")
 
     def truncate_after(self, step: int) -> list[dict[str, Any]]:
-        """Drop the rows of steps after `step` (they will be run again) and return the rows kept."""
+        """Drop the rows of steps after `step` (they will be run again) and return the rows kept.
+        A step < 0 (a fresh start) forgets the whole file without reading it."""
         if not self.path.exists():
             return []
-        kept = [row for row in map(json.loads, filter(str.strip, self.path.read_text().splitlines()))
-                if row.get("step", 0) <= step]
-        self.path.write_text("".join(json.dumps(row, sort_keys=True) + "\n" for row in kept))
+        kept = [row for row in self.read_rows() if row.get("step", 0) <= step] if step >= 0 else []
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text("".join(json.dumps(row, sort_keys=True) + "\n" for row in kept))
+        tmp.replace(self.path)
         return kept
+
+    def read_rows(self) -> list[dict[str, Any]]:
+        """The rows of the file. A last line without its newline that is not JSON (a kill in the
+        middle of a write) is dropped with one warning; any other line that is not a JSON object
+        raises a UserError naming the file and the line."""
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            line = self.path.read_bytes()[: exc.start].count(b"\n") + 1
+            raise MetricsFileError(f"{self.path}:{line}: not UTF-8 text; {_WHAT_TO_DO}") from None
+        lines = text.split("\n")
+        torn = lines[-1]  # "" when the file ends with a newline
+        rows = []
+        for number, line in enumerate(lines[:-1], 1):
+            if line.strip():
+                rows.append(self._parse(line, number))
+        if torn.strip():
+            try:
+                rows.append(self._parse(torn, len(lines)))
+            except MetricsFileError:
+                log.warning("%s:%d: dropped a partial last line (a run killed while writing it): %.60r", self.path,
+                            len(lines), torn)
+        return rows
+
+    def _parse(self, line: str, number: int) -> dict[str, Any]:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = None
+        if not isinstance(row, dict):
+            raise MetricsFileError(f"{self.path}:{number}: not a JSON metrics row ({line[:60]!r}); {_WHAT_TO_DO}")
+        return row
 
     def close(self) -> None:
         pass

@@ -14,6 +14,21 @@ import uuid
 from pathlib import Path
 
 
+def check_gguf(src: Path) -> None:
+    """Read the GGUF header and tensor table and check that every tensor's data lies inside the
+    file; raises ValueError (or the reader's own error) for a truncated or non-GGUF file, in a
+    fraction of a second rather than after a long conversion."""
+    from gguf import GGUFReader
+
+    size = Path(src).stat().st_size
+    reader = GGUFReader(str(src))
+    if not reader.tensors:
+        raise ValueError("no tensors")
+    end = max(int(t.data_offset) + int(t.n_bytes) for t in reader.tensors)
+    if end > size:
+        raise ValueError(f"the tensors need {end} bytes, the file has {size}")
+
+
 def convert_gguf(src: Path, out: Path) -> Path:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer

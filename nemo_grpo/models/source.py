@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from nemo_grpo.models.gguf import convert_gguf
+from nemo_grpo.models.gguf import check_gguf, convert_gguf
 from nemo_grpo.utils.errors import UserError
 
 
@@ -43,14 +43,33 @@ def resolve_model_path(name: str, key: str = "policy.model_name") -> str:
     component (the trainer, vLLM, the exporter) reads the same local files. A `.gguf` file: the
     folder it is converted to once."""
     if not name.endswith(".gguf"):
-        return name if Path(name).expanduser().exists() or not _looks_like_hub_id(name) else hub_snapshot(name, key)
+        if Path(name).expanduser().exists():
+            return name
+        if _looks_like_local_path(name):
+            raise ModelLoadError(
+                f"{key}: no such model folder {Path(name).expanduser().absolute()} (a local path: it was not "
+                "looked up on the Hugging Face Hub, whose ids have the form org/name); check the path")
+        return hub_snapshot(name, key) if _looks_like_hub_id(name) else name
     src = Path(name).expanduser().resolve()
     if not src.is_file():
         raise FileNotFoundError(f"GGUF model file not found: {src}")
     out = cache_dir() / "models" / f"{src.stem}-{src.stat().st_size}"
     if not (out / "config.json").is_file():
+        try:
+            check_gguf(src)
+        except ImportError:
+            raise
+        except Exception as exc:  # the reader fails in many ways on a cut file: ValueError, struct errors...
+            raise ModelLoadError(
+                f"{key}: {src} is a damaged GGUF file ({first_line(exc)}): it ends early or is not GGUF (an "
+                "interrupted download?). Download it again, or set the key to another model") from None
         convert_gguf(src, out)
     return str(out)
+
+
+def _looks_like_local_path(name: str) -> bool:
+    """`./x`, `../x`, `/x`, `~/x` or `a/b/c`: a path on this machine, never a hub id (`org/name`)."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
 
 
 def _looks_like_hub_id(name: str) -> bool:

@@ -22,15 +22,31 @@ CLI_TIMEOUT_S = 1.5
 
 
 def _read_rows(path: str) -> list[dict]:
+    """The input rows; a line that cannot be read ends the command with one line naming it, exit 2."""
+
+    def refuse(message: str) -> SystemExit:
+        print(f"error: {message}", file=sys.stderr)
+        return SystemExit(2)
+
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            if "response" not in row or ("gold" not in row and "answer" not in row):
-                raise SystemExit(f"{path}:{n}: a row needs 'response' and 'gold'")
-            rows.append(row)
+    try:
+        with open(path, "rb") as f:
+            for n, raw in enumerate(f, 1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise refuse(f"{path}:{n}: not UTF-8 text (byte {exc.start + 1} of the line)") from None
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise refuse(f"{path}:{n}: not a JSON row ({exc.msg} at column {exc.colno})") from None
+                if not isinstance(row, dict) or "response" not in row or ("gold" not in row and "answer" not in row):
+                    raise refuse(f"{path}:{n}: a row needs 'response' and 'gold'")
+                rows.append(row)
+    except OSError as exc:
+        raise refuse(f"{path}: cannot read the input ({exc.strerror or exc})") from None
     return rows
 
 

@@ -1,20 +1,24 @@
 """A run's checkpoints from the driver's side: what is saved at a step, and how a run resumes.
 
 The policy ranks write their DCP shards (`PolicyGroup.save`); the driver adds its own state, the
-config, the tokenizer and meta.json (last), through `CheckpointManager`, which makes the folder
-visible only when it is complete.
+config, the tokenizer, the manifest and meta.json (last), through `CheckpointManager`, which makes
+the folder visible only when it is complete. A save that fails on the filesystem removes its
+partial folder and ends the run with one line (`CheckpointSaveError`). A resume loads only a
+checkpoint that verifies against its manifest, falling back to an older one with one warning.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from nemo_grpo.checkpoint.manager import check_resumable, read_meta
+from nemo_grpo.checkpoint.manager import CheckpointSaveError, check_resumable, find_os_error, read_meta
 from nemo_grpo.config import save_config
 from nemo_grpo.trainer.setup import Run, compat_fields
 from nemo_grpo.utils.faults import maybe_crash
@@ -24,25 +28,40 @@ log = logging.getLogger(__name__)
 
 def save_checkpoint(run: Run, metrics: dict[str, Any]) -> float:
     start = time.perf_counter()
-    tmp = run.checkpoints.begin(run.state.step)
-    run.policy.save(str(tmp))
-    maybe_crash("save", run.state.step)  # tests: a crash after the shards, before the checkpoint is complete
-    torch.save({"state": run.state.__dict__, "loader": run.loader.state_dict(), "torch_rng": torch.get_rng_state()},
-               tmp / "driver_state.pt")
-    save_config(run.cfg, tmp / "config.yaml")
-    run.tokenizer.save_pretrained(tmp / "tokenizer")
-    fingerprint = run.policy.fingerprint()
-    meta = {"step": run.state.step, "consumed_samples": run.state.consumed_samples,
-            "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
-            "compat": compat_fields(run.cfg, fingerprint)}
-    run.checkpoints.finish(tmp, run.state.step, meta)
+    step = run.state.step
+    tmp = run.checkpoints.begin(step)  # a failure here raises CheckpointSaveError itself
+    try:
+        run.policy.save(str(tmp))
+        maybe_crash("save", step)  # tests: a crash after the shards, before the checkpoint is complete
+        # Serialised in memory, then written with a plain file write: a full disk is then an OSError
+        # (ENOSPC), not torch's "unexpected pos" RuntimeError.
+        buffer = io.BytesIO()
+        torch.save({"state": run.state.__dict__, "loader": run.loader.state_dict(), "torch_rng": torch.get_rng_state()},
+                   buffer)
+        (tmp / "driver_state.pt").write_bytes(buffer.getvalue())
+        save_config(run.cfg, tmp / "config.yaml")
+        run.tokenizer.save_pretrained(tmp / "tokenizer")
+        fingerprint = run.policy.fingerprint()
+        meta = {"step": step, "consumed_samples": run.state.consumed_samples,
+                "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+                "compat": compat_fields(run.cfg, fingerprint)}
+        run.checkpoints.finish(tmp, step, meta)
+    except CheckpointSaveError:
+        raise
+    except BaseException as exc:
+        if find_os_error(exc) is not None:  # also an OSError raised on a policy rank, through Ray or DCP
+            raise run.checkpoints.save_failed(tmp, step, exc) from None
+        raise
     return time.perf_counter() - start
 
 
 def resume_or_start(run: Run) -> None:
     """Resume from the latest complete checkpoint in this run's folder, or start fresh."""
     run.checkpoints.remove_incomplete()
-    latest = run.checkpoints.latest()
+    latest, damaged = run.checkpoints.latest_verified()  # raises CheckpointDamaged when none verifies
+    if damaged:
+        log.warning(damaged_warning(damaged, latest))
+    run.resumed_from = latest
     if latest is None:
         log.info("starting a new run from %s", run.cfg.policy.model_name)
         return
@@ -61,7 +80,7 @@ def resume_or_start(run: Run) -> None:
 def restore_checkpoint_row(run: Run, loggers) -> None:
     """On resume, put back the metrics row of the checkpoint's step if a kill came between saving
     the checkpoint and logging the row."""
-    latest = run.checkpoints.latest()
+    latest = run.resumed_from  # not checkpoints.latest(): that may be a damaged newer one
     if run.state.step == 0 or latest is None:
         return
     row = missing_row(loggers.history, read_meta(latest), run.state.step)
@@ -76,6 +95,14 @@ def missing_row(history: list[dict[str, Any]], meta: dict[str, Any], step: int) 
         return None
     metrics = meta.get("metrics", {})
     return {**metrics, "step": step} if metrics else None
+
+
+def damaged_warning(damaged: list[tuple[Path, str]], resumed: Path | None) -> str:
+    """One line: which newer checkpoints are damaged (and which file), where the run resumes, and
+    that nothing was deleted."""
+    listed = "; ".join(f"{path} is damaged ({problem})" for path, problem in damaged)
+    return (f"{listed}; resuming from {resumed} instead. The damaged folder(s) are left in place, not deleted; "
+            "this run replaces them when it saves those steps again")
 
 
 def _json_roundtrip(value: Any) -> Any:

@@ -82,6 +82,12 @@ class TrainConfig:
     def validate(self) -> None:
         validate_sections(self.advantage, self.loss, self.dapo)  # rules that span the algorithm sections
         grpo, policy = self.grpo, self.policy
+        if grpo.num_generations_per_prompt < 2 and self.advantage.estimator != "raw":
+            raise ValueError(
+                f"grpo.num_generations_per_prompt: {grpo.num_generations_per_prompt} response per prompt, but "
+                f"advantage.estimator '{self.advantage.estimator}' compares each response with the others of its "
+                "group, so a group of one has no advantage and trains nothing; use at least 2 (e.g. 8), or "
+                "advantage.estimator=raw")
         responses = grpo.num_prompts_per_step * grpo.num_generations_per_prompt
         if responses % policy.train_global_batch_size:
             raise ValueError(

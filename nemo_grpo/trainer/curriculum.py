@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nemo_grpo.checkpoint.export import export_checkpoint
-from nemo_grpo.checkpoint.manager import CheckpointManager, read_meta
+from nemo_grpo.checkpoint.manager import CheckpointManager, meta_metric, read_meta
 from nemo_grpo.config import ConfigError, load_config
 from nemo_grpo.logging.guards import GuardStop
 from nemo_grpo.trainer.config import CurriculumConfig, StageConfig, TrainConfig
@@ -93,7 +93,7 @@ def pick_checkpoint(train: TrainConfig, which: str) -> Path:
         raise RuntimeError(f"no complete checkpoint in {ck.checkpoint_dir} to export")
     if which == "final" or not ck.metric_name:
         return found[-1][1]
-    scored = [(read_meta(path).get("metrics", {}).get(ck.metric_name), step, path) for step, path in found]
+    scored = [(meta_metric(path, ck.metric_name), step, path) for step, path in found]
     scored = [(value, step, path) for value, step, path in scored if value is not None]
     if not scored:
         log.warning("no checkpoint carries %s; exporting the latest", ck.metric_name)

@@ -12,8 +12,10 @@ refit passes a Ray object reference from policy rank 0 straight to the generatio
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -34,12 +36,31 @@ from nemo_grpo.trainer.rollouts import collect_rollouts
 from nemo_grpo.trainer.setup import Run, needs_old_logprobs, setup_run, skip_zero_advantage
 from nemo_grpo.trainer.state import RunState
 from nemo_grpo.trainer.validation import run_validation, validation_due
+from nemo_grpo.utils.lock import FolderLock
 
 log = logging.getLogger(__name__)
 
 
 def run_grpo(cfg: TrainConfig) -> None:
-    """Train to the end; a collapse guard's stop raises GuardStop (exit status 3 from the CLI)."""
+    """Train to the end; a collapse guard's stop raises GuardStop (exit status 3 from the CLI).
+    The checkpoint and log folders are locked for the whole run (one run per folder)."""
+    with lock_run_folders(cfg):
+        _run_grpo(cfg)
+
+
+def lock_run_folders(cfg: TrainConfig) -> contextlib.ExitStack:
+    """Lock `<checkpoint_dir>/.lock` and `<log_dir>/.lock` before anything is written; a folder in
+    use by a live run refuses this one (RunFolderLocked, exit status 2)."""
+    folders = {Path(cfg.logger.log_dir).expanduser().resolve(): "logger.log_dir"}
+    if cfg.checkpointing.enabled:
+        folders.setdefault(Path(cfg.checkpointing.checkpoint_dir).expanduser().resolve(), "checkpointing.checkpoint_dir")
+    with contextlib.ExitStack() as taking:  # a refusal releases the locks taken so far
+        for folder, key in folders.items():
+            taking.enter_context(FolderLock(folder, key))
+        return taking.pop_all()
+
+
+def _run_grpo(cfg: TrainConfig) -> None:
     run = setup_run(cfg)
     loggers = None
     try:

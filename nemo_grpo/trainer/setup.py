@@ -47,6 +47,7 @@ class Run:
     state: RunState
     device: str
     validation: list[ScoredSet] = field(default_factory=list)
+    resumed_from: Path | None = None  # the checkpoint this run resumed from (verified), None: a fresh start
 
     @property
     def sleep_engine_while_training(self) -> bool:

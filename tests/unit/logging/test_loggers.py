@@ -110,3 +110,37 @@ def test_wandb_offline_writes_its_run_and_resumes_the_same_id(tmp_path, monkeypa
     assert [(r["_step"], r["train/reward_mean"]) for r in first] == [(1, 0.1), (2, 0.2), (3, pytest.approx(0.3))]
     assert [(r["_step"], r["train/reward_mean"]) for r in second] == [(3, pytest.approx(0.6)), (4, 0.8)]
     assert second[0]["generation/backend"] == "hf" and "train/skipped" not in second[0]
+
+
+def test_a_torn_last_line_is_dropped_with_one_warning_and_the_file_cut_before_appending(tmp_path, caplog):
+    cfg = LoggerConfig(log_dir=str(tmp_path), console=False, tensorboard=False, plot_period=0)
+    run_attempt(cfg, 0, [1, 2, 3])
+    path = tmp_path / "metrics.jsonl"
+    with path.open("a") as f:
+        f.write('{"step": 4, "train/rew')  # a kill in the middle of writing step 4
+    with caplog.at_level("WARNING"):
+        loggers = run_attempt(cfg, 3, [4, 5])
+    assert [r["step"] for r in loggers.history] == [1, 2, 3]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and f"{path}:4: dropped a partial last line" in warnings[0]
+    assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2, 3, 4, 5]
+
+
+def test_a_garbage_line_elsewhere_is_a_user_error_naming_file_and_line(tmp_path):
+    from nemo_grpo.logging.loggers import MetricsFileError
+    from nemo_grpo.utils.errors import UserError
+
+    cfg = LoggerConfig(log_dir=str(tmp_path), console=False, tensorboard=False, plot_period=0)
+    run_attempt(cfg, 0, [1, 2, 3])
+    path = tmp_path / "metrics.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text(lines[0] + "oops not json\n" + "".join(lines[1:]))
+    with pytest.raises(MetricsFileError, match=rf"^{path}:2: not a JSON metrics row \('oops not json'\); fix or delete") as err:
+        make_loggers(cfg, start_step=3, total_steps=10)
+    assert isinstance(err.value, UserError)
+    assert path.read_text().splitlines()[1] == "oops not json"  # the file is left as it was
+    path.write_bytes(b'{"step": 1}\n\xff\xfe\n')
+    with pytest.raises(MetricsFileError, match=rf"{path}:2: not UTF-8 text"):
+        make_loggers(cfg, start_step=3, total_steps=10)
+    loggers = make_loggers(cfg, start_step=0, total_steps=10)  # a fresh start forgets the file unread
+    assert loggers.history == [] and path.read_text() == ""
