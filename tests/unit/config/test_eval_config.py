@@ -22,6 +22,7 @@ def test_eval_config_loads_with_a_model(path):
     cfg = load_config(path, ["generation.model_name=some/model"], EvalConfig)
     assert [d.name for d in cfg.data.datasets] == [path.stem]
     assert cfg.generation.max_new_tokens and cfg.output_dir.endswith(path.stem)
+    assert cfg.reward.no_answer == "reader"  # evaluation reads unanchored answers, as the grading CLI does
 
 
 def test_eval_settings_users_report():
