@@ -24,7 +24,7 @@ def test_grpo_run_with_vllm_backend(qwen_math_tokenizer, tmp_path):
         "generation.vllm.enforce_eager=true", "generation.vllm.kv_cache_memory_bytes=268435456",
         "checkpointing.enabled=false",
     )
-    assert run_grpo(cfg) == 0
+    run_grpo(cfg)  # returns nothing; a failure raises
     rows = [json.loads(line) for line in (tmp_path / "logs" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == STEPS
     assert any(row["train/trained_fraction"] > 0 for row in rows), "no step trained: refit was never exercised"

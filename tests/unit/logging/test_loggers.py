@@ -94,6 +94,15 @@ def wandb_history(path):
     return out
 
 
+def settled_history(path, rows: int, wait_s: float = 20.0):
+    """The run file's history once it holds `rows` rows: W&B's writer is a separate service process,
+    and on a loaded machine its last records can reach the file a moment after `finish()` returns."""
+    deadline = time.time() + wait_s
+    while len(history := wandb_history(path)) < rows and time.time() < deadline:
+        time.sleep(0.2)
+    return history
+
+
 def test_wandb_offline_writes_its_run_and_resumes_the_same_id(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # any network use would fail
     monkeypatch.delenv("WANDB_MODE", raising=False)  # offline comes from logger.wandb_mode
@@ -106,7 +115,7 @@ def test_wandb_offline_writes_its_run_and_resumes_the_same_id(tmp_path, monkeypa
     assert (tmp_path / "wandb_run_id").read_text().strip() == run_id
     files = sorted(glob.glob(str(tmp_path / "wandb" / f"offline-run-*-{run_id}" / f"run-{run_id}.wandb")))
     assert len(files) == 2, files
-    first, second = wandb_history(files[0]), wandb_history(files[1])
+    first, second = settled_history(files[0], 3), settled_history(files[1], 2)
     assert [(r["_step"], r["train/reward_mean"]) for r in first] == [(1, 0.1), (2, 0.2), (3, pytest.approx(0.3))]
     assert [(r["_step"], r["train/reward_mean"]) for r in second] == [(3, pytest.approx(0.6)), (4, 0.8)]
     assert second[0]["generation/backend"] == "hf" and "train/skipped" not in second[0]
