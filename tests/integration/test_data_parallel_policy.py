@@ -106,6 +106,10 @@ def test_packed_two_ranks_equal_padded(runs):
     assert packed["grad_norm"] == pytest.approx(two["grad_norm"], rel=1e-4)  # as 2 ranks vs 1 above
     assert packed["tokens_trained"] == two["tokens_trained"]
     assert packed["trained_fraction"] == two["trained_fraction"]
+    # the skipped (zero-advantage) row's forward statistics: 1 row over 2 ranks, so one rank runs
+    # a padding micro-batch
+    for key in ("entropy", "token_mult_prob_error", "gen_kl_error"):
+        assert packed[key] == pytest.approx(two[key], rel=1e-5, abs=1e-6), key
     worst = 0.0
     for name in w_two:
         torch.testing.assert_close(w_packed[name], w_two[name], rtol=1e-5, atol=5e-6, msg=name)
