@@ -96,3 +96,28 @@ def test_budget_below_max_sequence_length_is_refused(tmp_path):
     with pytest.raises(Exception, match="max_tokens_per_micro_batch"):
         tiny_train_config(tmp_path, tmp_path, "policy.max_total_sequence_length=64",
                           "policy.max_tokens_per_micro_batch=32")
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "llama"])
+def test_packed_attention_logits_equal_padded(arch):
+    """The registered attention alone: rows of 5, 9, 1 and 7 tokens (one of a single token) packed
+    into one sequence give each row's padded logits."""
+    from nemo_grpo.algorithms.packing import pack, pack_layout
+    from nemo_grpo.policy.packed_attention import PACKED_ATTENTION
+
+    model = build_random_model(tiny_config(arch, vocab_size=256), seed=1)
+    lengths = [5, 9, 1, 7]
+    ids = torch.randint(0, 256, (len(lengths), max(lengths)), generator=torch.Generator().manual_seed(0))
+    mask = (torch.arange(max(lengths))[None, :] < torch.tensor(lengths)[:, None]).long()
+    ids = ids * mask
+    layout = pack_layout(mask)
+    with torch.no_grad():
+        padded = model(input_ids=ids, attention_mask=mask).logits
+        model.set_attn_implementation(PACKED_ATTENTION)
+        cu = layout.cu_seqlens
+        packed = model(input_ids=pack(ids, layout), position_ids=layout.position_ids, cu_seq_lens_q=cu,
+                       cu_seq_lens_k=cu, max_length_q=layout.max_len, max_length_k=layout.max_len).logits
+        with pytest.raises(ValueError, match="cu_seq_lens"):
+            model(input_ids=ids[:1], attention_mask=mask[:1])
+    expected = padded.reshape(-1, padded.shape[-1])[layout.gather]
+    torch.testing.assert_close(packed[0], expected, rtol=RTOL, atol=ATOL)
