@@ -39,6 +39,7 @@ class PolicyConfig:
     train_micro_batch_size: int = 1
     logprob_micro_batch_size: int | None = None
     max_total_sequence_length: int = 4096
+    max_tokens_per_micro_batch: int | None = None
     precision: Precision = "bfloat16"
     activation_checkpointing: bool = False
     cpu_offload: bool = False
@@ -53,4 +54,11 @@ class PolicyConfig:
             raise ValueError(
                 f"policy.train_global_batch_size: {self.train_global_batch_size} is not a multiple of "
                 f"train_micro_batch_size {self.train_micro_batch_size}"
+            )
+        budget = self.max_tokens_per_micro_batch
+        if budget is not None and budget < self.max_total_sequence_length:
+            # the budget is a bound on a micro-batch's tokens, so the longest row must fit it
+            raise ValueError(
+                f"policy.max_tokens_per_micro_batch: {budget} is below policy.max_total_sequence_length "
+                f"{self.max_total_sequence_length}; a sequence must fit in one micro-batch"
             )

@@ -9,6 +9,7 @@ from nemo_grpo.algorithms.minibatch import concat, distribute, minibatch_normali
 from nemo_grpo.distributed.cluster import WorkerGroup
 from nemo_grpo.logging.metrics import merge_rank_metrics
 from nemo_grpo.algorithms.batch import TrainBatch, split_even
+from nemo_grpo.algorithms.packing import packed_shares
 from nemo_grpo.policy.worker import PolicyWorker
 
 
@@ -22,10 +23,21 @@ class PolicyGroup:
 
     def logprobs(self, batch: TrainBatch, *, reference: bool = False) -> torch.Tensor:
         """[B, T-1] log-probs of the whole batch; every rank runs the same number of forwards."""
+        result = torch.zeros(batch.mask.shape)
+        budget = self.policy_cfg.max_tokens_per_micro_batch
+        if budget is not None:  # packed: rows go to ranks by tokens, then come back to their place
+            packed = packed_shares(batch, self.world_size, budget)
+            outs = ray.get(self.workers.call_per_rank("logprobs", [(p.batch, p.sizes) for p in packed],
+                                                      reference=reference))
+            for out, share in zip(outs, packed):
+                for pos, row in enumerate(share.rows):
+                    if row >= 0:
+                        width = min(out.shape[1], result.shape[1])
+                        result[row, :width] = out[pos, :width]
+            return result
         size = self.policy_cfg.logprob_micro_batch_size or self.policy_cfg.train_micro_batch_size
         shares = distribute(batch, self.world_size, size)
         outs = ray.get(self.workers.call_per_rank("logprobs", [(s,) for s in shares], reference=reference))
-        result = torch.zeros(batch.mask.shape)
         for out, part in zip(outs, split_even(len(batch), self.world_size)):
             count = part.stop - part.start
             result[part.start : part.stop, : out.shape[1]] = out[:count]
@@ -36,6 +48,7 @@ class PolicyGroup:
         """`ppo_epochs` passes over the batch in minibatches of train_global_batch_size, one
         optimizer step each; normalisers count the whole minibatch, skipped rows included."""
         per_rank: list[list[TrainBatch | None]] = [[] for _ in range(self.world_size)]
+        sizes: list[list[list[int] | None]] = [[] for _ in range(self.world_size)]
         normalizers, kept, skipped = [], 0, []
         for epoch in range(ppo_epochs):
             for part in split_minibatches(len(batch), self.policy_cfg.train_global_batch_size):
@@ -47,11 +60,13 @@ class PolicyGroup:
                     rest = torch.ones(len(minibatch), dtype=torch.bool)
                     rest[rows] = False
                     skipped.append(minibatch.select(torch.nonzero(rest).flatten()))
-                shares = distribute(minibatch.select(rows), self.world_size, self.policy_cfg.train_micro_batch_size)
-                for rank, share in enumerate(shares):
+                for rank, (share, plan) in enumerate(self._shares(minibatch.select(rows),
+                                                                  self.policy_cfg.train_micro_batch_size)):
                     per_rank[rank].append(share)
+                    sizes[rank].append(plan)
         skipped_sums = self._stats_of(skipped)  # before the update, like the first minibatch's
-        outs = ray.get(self.workers.call_per_rank("train", [(mbs, normalizers) for mbs in per_rank]))
+        outs = ray.get(self.workers.call_per_rank("train", [(mbs, normalizers, plans)
+                                                            for mbs, plans in zip(per_rank, sizes)]))
         metrics = merge_rank_metrics(outs)
         metrics["trained_fraction"] = kept / (len(batch) * ppo_epochs)
         trained = metrics.pop("tokens", 0.0)
@@ -68,8 +83,15 @@ class PolicyGroup:
             return {"entropy": 0.0, "token_mult_prob_error": 0.0, "gen_kl_error": 0.0, "tokens": 0.0}
         rows = concat(batches)
         size = self.policy_cfg.logprob_micro_batch_size or self.policy_cfg.train_micro_batch_size
-        outs = ray.get(self.workers.call_per_rank("forward_stats", [(s,) for s in distribute(rows, self.world_size, size)]))
+        outs = ray.get(self.workers.call_per_rank("forward_stats", self._shares(rows, size)))
         return {key: sum(o[key] for o in outs) for key in outs[0]}
+
+    def _shares(self, batch: TrainBatch, size: int) -> list[tuple[TrainBatch | None, list[int] | None]]:
+        """Per rank: its rows and the rows of each packed micro-batch (None: `size` rows each)."""
+        budget = self.policy_cfg.max_tokens_per_micro_batch
+        if budget is None:
+            return [(share, None) for share in distribute(batch, self.world_size, size)]
+        return [(p.batch, p.sizes) for p in packed_shares(batch, self.world_size, budget)]
 
     def state_dict_ref(self) -> ray.ObjectRef:
         """Rank 0's full weights as an object ref (the driver never fetches them)."""

@@ -30,7 +30,9 @@ from nemo_grpo.algorithms.entropy import logprobs_and_entropy
 from nemo_grpo.algorithms.policy_loss import LossBatch, policy_loss
 from nemo_grpo.algorithms.numerics import gen_train_kl, token_mult_prob_error
 from nemo_grpo.algorithms.batch import TrainBatch
+from nemo_grpo.algorithms.packing import pack, pack_layout, plan_packed, row_lengths, unpack
 from nemo_grpo.policy.model import load_hf_model, lr_lambda, make_optimizer, model_fingerprint, shard_model
+from nemo_grpo.policy.packed_attention import PACKED_ATTENTION
 
 
 class PolicyWorker:
@@ -63,46 +65,75 @@ class PolicyWorker:
         model = load_hf_model(model_name, device=self.device)
         self.fingerprint = model_fingerprint(model)
         cfg = self.policy_cfg
+        if cfg.max_tokens_per_micro_batch is not None:  # every forward of this worker is packed
+            model.set_attn_implementation(PACKED_ATTENTION)
         return shard_model(model, self.mesh, precision=cfg.precision, cpu_offload=cfg.cpu_offload,
                            activation_checkpointing=cfg.activation_checkpointing)
 
     # ---- forward helpers -------------------------------------------------------------------
     def _forward(self, model, batch: TrainBatch, *, with_entropy_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        ids = batch.input_ids.to(self.device)
-        logits = model(input_ids=ids, attention_mask=batch.attention_mask.to(self.device)).logits
-        logp, entropy = logprobs_and_entropy(logits[:, :-1], ids[:, 1:], self.temperature)
+        """Log-probs and entropy [B, T-1] of a micro-batch: padded rows, or (with
+        policy.max_tokens_per_micro_batch) the rows packed into one sequence and the per-token
+        results unpacked back to the same [B, T-1] layout."""
+        if self.policy_cfg.max_tokens_per_micro_batch is not None:
+            layout = pack_layout(batch.attention_mask)
+            ids = pack(batch.input_ids, layout).to(self.device)
+            cu = layout.cu_seqlens.to(self.device)
+            logits = model(input_ids=ids, position_ids=layout.position_ids.to(self.device), cu_seq_lens_q=cu,
+                           cu_seq_lens_k=cu, max_length_q=layout.max_len, max_length_k=layout.max_len).logits
+            logp, entropy = logprobs_and_entropy(logits[0, :-1], ids[0, 1:], self.temperature)
+            logp, entropy = unpack(logp, layout), unpack(entropy, layout)
+        else:
+            ids = batch.input_ids.to(self.device)
+            logits = model(input_ids=ids, attention_mask=batch.attention_mask.to(self.device)).logits
+            logp, entropy = logprobs_and_entropy(logits[:, :-1], ids[:, 1:], self.temperature)
         if not with_entropy_grad:
             entropy = entropy.detach()
         return logp.float(), entropy.float()
 
-    def _micro_batches(self, batch: TrainBatch | None, size: int) -> list[TrainBatch]:
+    def _micro_batches(self, batch: TrainBatch | None, size: int,
+                       sizes: list[int] | None = None) -> list[tuple[torch.Tensor, TrainBatch]]:
+        """(rows of `batch`, micro-batch) pairs: `size` rows each, or, packed, the driver's plan
+        (`sizes`: consecutive rows per micro-batch) or on one rank this worker's own plan."""
         if batch is None:
             return []
-        return [batch.select(slice(i, i + size)) for i in range(0, len(batch), size)]
+        budget = self.policy_cfg.max_tokens_per_micro_batch
+        if budget is None:
+            groups = [list(range(i, min(i + size, len(batch)))) for i in range(0, len(batch), size)]
+        elif sizes is not None:
+            if sum(sizes) != len(batch):
+                raise ValueError(f"micro-batch sizes {sizes} do not cover the {len(batch)} rows")
+            bounds = [0] + torch.tensor(sizes).cumsum(0).tolist()
+            groups = [list(range(a, b)) for a, b in zip(bounds[:-1], bounds[1:])]
+        elif self.world_size == 1:
+            groups = plan_packed(row_lengths(batch), 1, budget)[0]
+        else:  # ranks planning alone could run different numbers of micro-batches and hang FSDP
+            raise ValueError("packed micro-batches on several ranks need the driver's plan (micro_sizes)")
+        return [(torch.tensor(g, dtype=torch.long), batch.select(g)) for g in groups]
 
     @torch.no_grad()
-    def logprobs(self, batch: TrainBatch, *, reference: bool = False) -> torch.Tensor:
+    def logprobs(self, batch: TrainBatch, micro_sizes: list[int] | None = None, *,
+                 reference: bool = False) -> torch.Tensor:
         """Log-probs [B, T-1] of this rank's batch under the current (or reference) policy."""
         model = self.reference if reference else self.model
         if model is None:
             raise RuntimeError("reference log-probs asked for, but no reference model was loaded")
         size = self.policy_cfg.logprob_micro_batch_size or self.policy_cfg.train_micro_batch_size
         out = torch.zeros(batch.mask.shape)
-        for start in range(0, len(batch), size):
-            part = batch.select(slice(start, start + size))
+        for rows, part in self._micro_batches(batch, size, micro_sizes):
             logp, _ = self._forward(model, part, with_entropy_grad=False)
-            out[start : start + len(part), : logp.shape[1]] = logp.cpu() * part.mask
+            out[rows, : logp.shape[1]] = logp.cpu() * part.mask
         model.reshard()  # FSDP2 keeps the root unsharded after a forward without backward
         return out
 
     @torch.no_grad()
-    def forward_stats(self, batch: TrainBatch | None) -> dict[str, float]:
+    def forward_stats(self, batch: TrainBatch | None, micro_sizes: list[int] | None = None) -> dict[str, float]:
         """Sums over the response tokens of rows that skip training (a forward, no backward), so
         the step's entropy and numerics-guard metrics still cover every response: full-vocabulary
         entropy, exp(|logp_train - logp_gen|) and the k3 estimate of KL(gen || train)."""
         sums = {"entropy": 0.0, "token_mult_prob_error": 0.0, "gen_kl_error": 0.0, "tokens": 0.0}
         size = self.policy_cfg.logprob_micro_batch_size or self.policy_cfg.train_micro_batch_size
-        for part in self._micro_batches(batch, size):
+        for _, part in self._micro_batches(batch, size, micro_sizes):
             logp, entropy = self._forward(self.model, part, with_entropy_grad=False)
             mask = part.mask.to(entropy.device)
             count = float(mask.sum())
@@ -117,8 +148,10 @@ class PolicyWorker:
         return sums
 
     # ---- training --------------------------------------------------------------------------
-    def train(self, minibatches: list[TrainBatch | None], normalizers: list[Normalizer]) -> dict[str, float]:
-        """One optimizer step per minibatch (this rank's share, None when it has no rows).
+    def train(self, minibatches: list[TrainBatch | None], normalizers: list[Normalizer],
+              micro_sizes: list[list[int] | None] | None = None) -> dict[str, float]:
+        """One optimizer step per minibatch (this rank's share, None when it has no rows);
+        `micro_sizes`: per minibatch, the rows of each packed micro-batch (the driver's plan).
 
         Returns: `loss` (mean over optimizer steps of this rank's share of each step's loss),
         `grad_norm` (mean over steps), `lr` (of the last step), `tokens` (trained tokens) and
@@ -129,9 +162,10 @@ class PolicyWorker:
         sums: dict[str, float] = {}
         tokens = losses = norms = 0.0
         lr = self.scheduler.get_last_lr()[0]
-        for minibatch, normalizer in zip(minibatches, normalizers):
+        plans = micro_sizes if micro_sizes is not None else [None] * len(minibatches)
+        for minibatch, normalizer, plan in zip(minibatches, normalizers, plans, strict=True):
             self.optimizer.zero_grad(set_to_none=False)
-            for micro in self._micro_batches(minibatch, self.policy_cfg.train_micro_batch_size):
+            for _, micro in self._micro_batches(minibatch, self.policy_cfg.train_micro_batch_size, plan):
                 loss, metrics = self._micro_step(micro, normalizer)
                 losses += float(loss)
                 count = float(micro.mask.sum())

@@ -27,10 +27,10 @@ def make_batch(vocab: int, rows: int = 8) -> object:
     return batch
 
 
-def train_once(model_dir, run_dir, world_size: int, batch):
+def train_once(model_dir, run_dir, world_size: int, batch, *overrides: str):
     # Two minibatches of 4 (two optimizer steps), micro-batches of 2, a clip that binds on step 2.
     cfg = tiny_train_config(model_dir, run_dir, "policy.train_global_batch_size=4", "policy.train_micro_batch_size=2",
-                            "policy.optimizer.lr=1e-4", "policy.max_grad_norm=0.5")
+                            "policy.optimizer.lr=1e-4", "policy.max_grad_norm=0.5", *overrides)
     group = PolicyGroup(world_size, cfg.policy, cfg.loss, gpus_per_worker=0.0, cpus_per_worker=0.25,
                         device="cpu", temperature=1.0, total_optimizer_steps=4, seed=0, need_reference=False,
                         num_threads=1)
@@ -43,15 +43,32 @@ def train_once(model_dir, run_dir, world_size: int, batch):
         group.shutdown()
 
 
-def test_two_ranks_equal_one_rank(tmp_path, qwen_math_tokenizer):
+# Packed: rows of 5 to 14 tokens in micro-batches of at most 24 (the sequence cap lowered to 16,
+# which the budget must cover); 8 rows over 2 ranks pack 2 or 3 rows per log-prob micro-batch.
+PACKED = ("policy.max_total_sequence_length=16", "policy.max_tokens_per_micro_batch=24")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, qwen_math_tokenizer):
+    """One Ray session, three runs: 1 rank padded, 2 ranks padded, 2 ranks packed."""
+    tmp_path = tmp_path_factory.mktemp("dp")
     model_dir = make_tiny_model_dir(tmp_path / "model", qwen_math_tokenizer)
+    vocab = len(qwen_math_tokenizer)
     init_ray()
     try:
-        batch = make_batch(len(qwen_math_tokenizer))
-        one, logp_one, w_one = train_once(model_dir, tmp_path / "one", 1, batch)
-        two, logp_two, w_two = train_once(model_dir, tmp_path / "two", 2, make_batch(len(qwen_math_tokenizer)))
+        out = {"model_dir": model_dir,
+               "one": train_once(model_dir, tmp_path / "one", 1, make_batch(vocab)),
+               "two": train_once(model_dir, tmp_path / "two", 2, make_batch(vocab)),
+               "packed": train_once(model_dir, tmp_path / "packed", 2, make_batch(vocab), *PACKED)}
     finally:
         ray.shutdown()
+    return out
+
+
+def test_two_ranks_equal_one_rank(runs):
+    model_dir = runs["model_dir"]
+    one, logp_one, w_one = runs["one"]
+    two, logp_two, w_two = runs["two"]
     # Tolerance: gloo sums the two ranks' fp32 gradient shards in a different order than one rank
     # sums its micro-batches, so results agree to float32 rounding, not bit for bit.
     torch.testing.assert_close(logp_two, logp_one, rtol=1e-5, atol=1e-5)
@@ -75,3 +92,28 @@ def make_reference(model_dir):
 
         _initial["sd"] = AutoModelForCausalLM.from_pretrained(model_dir).state_dict()
     return _initial["sd"]
+
+
+def test_packed_two_ranks_equal_padded(runs):
+    """Packed micro-batches on 2 ranks (rows balanced over ranks by tokens): the same log-probs,
+    loss, gradient norm and updated weights as padded micro-batches on 2 ranks."""
+    two, logp_two, w_two = runs["two"]
+    packed, logp_packed, w_packed = runs["packed"]
+    # float32 rounding (per-row attention, other sums); weights after Adam to a fraction of lr
+    # (an element whose gradient is near Adam's eps amplifies rounding: see test_packed_worker)
+    torch.testing.assert_close(logp_packed, logp_two, rtol=1e-5, atol=1e-6)
+    assert packed["loss"] == pytest.approx(two["loss"], rel=1e-5, abs=1e-7)
+    assert packed["grad_norm"] == pytest.approx(two["grad_norm"], rel=1e-4)  # as 2 ranks vs 1 above
+    assert packed["tokens_trained"] == two["tokens_trained"]
+    assert packed["trained_fraction"] == two["trained_fraction"]
+    # the skipped (zero-advantage) row's forward statistics: 1 row over 2 ranks, so one rank runs
+    # a padding micro-batch
+    for key in ("entropy", "token_mult_prob_error", "gen_kl_error"):
+        assert packed[key] == pytest.approx(two[key], rel=1e-5, abs=1e-6), key
+    worst = 0.0
+    for name in w_two:
+        torch.testing.assert_close(w_packed[name], w_two[name], rtol=1e-5, atol=5e-6, msg=name)
+        worst = max(worst, float((w_packed[name] - w_two[name]).abs().max()))
+    print(f"packed vs padded, 2 ranks: loss {packed['loss']:.9g} vs {two['loss']:.9g}, grad_norm "
+          f"{packed['grad_norm']:.9g} vs {two['grad_norm']:.9g}, max |logp diff| "
+          f"{float((logp_packed - logp_two).abs().max()):.3g}, max |weight diff| {worst:.3g}")
