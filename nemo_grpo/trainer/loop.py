@@ -26,7 +26,7 @@ from nemo_grpo.algorithms.batch import pack_rollouts
 from nemo_grpo.algorithms.kl import kl_estimate, kl_penalty_in_reward
 from nemo_grpo.config import config_to_dict, save_config, to_yaml
 from nemo_grpo.generation.interface import Rollout, SamplingParams
-from nemo_grpo.logging.guards import GuardWatch
+from nemo_grpo.logging.guards import GuardStop, GuardWatch
 from nemo_grpo.logging.loggers import make_loggers
 from nemo_grpo.logging.metrics import rollout_metrics, throughput_metrics
 from nemo_grpo.logging.rollout_dump import dump_rollouts, rollout_dump_due
@@ -38,6 +38,7 @@ from nemo_grpo.trainer.rollouts import collect_rollouts
 from nemo_grpo.trainer.setup import Run, needs_old_logprobs, setup_run, skip_zero_advantage
 from nemo_grpo.trainer.state import RunState
 from nemo_grpo.trainer.validation import run_validation, validation_due
+from nemo_grpo.utils.errors import RunEnded
 from nemo_grpo.utils.lock import FolderLock
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,9 @@ def _run_grpo(cfg: TrainConfig) -> None:
                 loggers.log(metrics)
             except StopNow:
                 raise
-            except ray.exceptions.RayError as exc:  # a worker died: one line naming it, not Ray's traceback
+            except ray.exceptions.RayError as exc:
+                if watch.stopped:
+                    raise  # a worker died: one line naming it, not Ray's traceback
                 worker = dead_worker(exc, run_actors(run))
                 if worker is None:
                     raise  # not a death: a bug, keep its traceback
@@ -120,9 +123,12 @@ def _run_grpo(cfg: TrainConfig) -> None:
                 ended = True
                 raise Preempted(preempted, run.state.step, saved=last_saved if cfg.checkpointing.enabled else None)
         log.info("finished %d steps; checkpoints in %s", run.state.step, cfg.checkpointing.checkpoint_dir)
-    except StopNow as exc:  # a signal: abandon what runs now
+    except (StopNow, Exception) as exc:  # a signal: abandon what runs now
+        stop_now = watch.stopped  # raised by the handler, maybe wrapped by Ray (a SystemError from ray.get)
+        if stop_now is None or isinstance(exc, (RunEnded, GuardStop)):
+            raise
         ended = True
-        raise Preempted(exc.signum, current, resume_point=last_saved, why=exc.why) from None
+        raise Preempted(stop_now.signum, current, resume_point=last_saved, why=stop_now.why) from None
     finally:
         if loggers:
             loggers.close()  # flushes TensorBoard / W&B and draws the final plots

@@ -91,7 +91,8 @@ class PreemptionWatch:
         self.grace_s = grace_s
         self.signum: int | None = None  # the first signal received
         self.step_running = False
-        self.stopping = False  # StopNow was raised: the run is being torn down
+        self.stopping = False  # the run is being torn down: a signal exits at once
+        self.stopped: StopNow | None = None  # what the handler raised (Ray may wrap it in a SystemError)
         self._expired = False
         self._timer: threading.Timer | None = None
         self._previous: dict[int, Any] = {}
@@ -139,9 +140,10 @@ class PreemptionWatch:
 
     def _stop(self, signum: int, why: str) -> None:
         self.stopping = True
+        self.stopped = StopNow(signum, why)
         if self._timer is not None:
             self._timer.cancel()
-        raise StopNow(signum, why)
+        raise self.stopped
 
     def _expire(self) -> None:
         """Timer thread: the grace time is over; run the handler in the main thread."""
