@@ -2,7 +2,9 @@
 
 User errors (a bad key, a missing file, a dataset that cannot load) end the program with one
 line on stderr and exit status 2, never a traceback. A run that a collapse guard stops ends with
-one line on stderr naming the rule and the values, and exit status 3.
+one line on stderr naming the rule and the values, and exit status 3. SIGTERM / SIGINT end a
+training run with one line and exit status 128 + signal (143 / 130); a worker that died, with one
+line naming it and exit status 1 (see docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any, Callable
 
 from nemo_grpo.config import load_config, to_yaml
 from nemo_grpo.logging.guards import GuardStop
-from nemo_grpo.utils.errors import UserError
+from nemo_grpo.utils.errors import RunEnded, UserError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,11 +76,12 @@ def run_cli(
 
 def run_reporting_user_errors(main: Callable[[], int | None]) -> int:
     """Run `main`; a user error ends it with one `error: ...` line on stderr and status 2, a
-    collapse guard's stop with its one-line message and status 3."""
+    collapse guard's stop with its one-line message and status 3, a preemption signal (`Preempted`)
+    with 128 + the signal (143: SIGTERM, 130: SIGINT), a dead worker (`WorkerDied`) with 1."""
     try:
         return int(main() or 0)
-    except GuardStop as exc:  # a collapse guard ended the run, after saving a checkpoint
-        print(str(exc), file=sys.stderr)
+    except (GuardStop, RunEnded) as exc:  # a guard, a signal or a dead worker ended the run
+        print(str(exc), file=sys.stderr, flush=True)
         return exc.exit_status
     except (UserError, FileNotFoundError) as exc:  # FileNotFoundError: a path the user gave
         print(f"error: {exc}", file=sys.stderr)

@@ -13,7 +13,12 @@ class CheckpointingConfig:
     keep_top_k: int | None = None
     metric_name: str | None = None
     higher_is_better: bool = True
+    # SIGTERM / SIGINT: seconds the running step may take to finish and be checkpointed before it
+    # is abandoned (0: abandon at once).
+    preemption_grace_s: float = 120.0
 
     def validate(self) -> None:
         if self.save_period < 1:
             raise ValueError("checkpointing.save_period: must be at least 1")
+        if self.preemption_grace_s < 0:
+            raise ValueError("checkpointing.preemption_grace_s: must be >= 0 (0: abandon the running step at once)")

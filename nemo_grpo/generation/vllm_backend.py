@@ -31,6 +31,24 @@ from nemo_grpo.generation.vllm_refit import EXTENSION_CLS, chunk_state_dict, pac
 log = logging.getLogger(__name__)
 
 
+KV_BLOCK_TOKENS = 256  # each sequence's length is rounded up to this (vLLM allocates KV in blocks)
+KV_MARGIN = 1.25
+KV_FLOOR_BYTES = 64 * 2**20
+
+
+def kv_cache_bytes(hf_config: Any, *, dtype_bytes: int, sequences: int, max_model_len: int) -> int:
+    """The KV cache a run needs: `sequences` in flight at once, each up to `max_model_len` tokens
+    (rounded up to whole blocks), times the per-token KV bytes (layers x 2 (K and V) x KV heads x
+    head dim x dtype bytes), with a 25% margin and a 64 MiB floor."""
+    text = getattr(hf_config, "text_config", None) or hf_config
+    heads = text.num_attention_heads
+    kv_heads = getattr(text, "num_key_value_heads", None) or heads
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
+    per_token = text.num_hidden_layers * 2 * kv_heads * head_dim * dtype_bytes
+    tokens = -(-max_model_len // KV_BLOCK_TOKENS) * KV_BLOCK_TOKENS
+    return max(KV_FLOOR_BYTES, int(max(1, sequences) * tokens * per_token * KV_MARGIN))
+
+
 def request_seed(base_seed: int, prompt_index: int, sample_index: int) -> int:
     """A distinct, reproducible sampling seed per (base seed, prompt, sample)."""
     return zlib.crc32(f"{base_seed}:{prompt_index}:{sample_index}".encode()) & 0x7FFFFFFF
@@ -64,7 +82,10 @@ class VllmGenerationBackend:
         seed: int = 0,
         max_model_len: int | None = None,
         load_format: str = "dummy",
+        max_sequences: int | None = None,
     ) -> None:
+        """`max_sequences`: the most sequences the caller generates at once; on CPU it sizes the KV
+        cache when neither `generation.vllm.kv_cache_memory_bytes` nor VLLM_CPU_KVCACHE_SPACE is set."""
         try:
             import vllm
         except ImportError as exc:  # pragma: no cover - depends on the installed extra
@@ -100,6 +121,14 @@ class VllmGenerationBackend:
         )
         if vcfg.kv_cache_memory_bytes is not None:
             kwargs["kv_cache_memory_bytes"] = vcfg.kv_cache_memory_bytes
+        elif not self.on_gpu and max_sequences and not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
+            # vLLM-CPU's default takes a share of the machine's memory (12.3 GiB on a 24 GB box)
+            kwargs["kv_cache_memory_bytes"] = kv_cache_bytes(
+                _hf_config(model_dir), dtype_bytes=torch.empty(0, dtype=_torch_dtype(dtype)).element_size(),
+                sequences=max_sequences, max_model_len=kwargs["max_model_len"])
+            log.info("vLLM KV cache: %.0f MiB for %d sequences of up to %d tokens (generation.vllm."
+                     "kv_cache_memory_bytes sets it)", kwargs["kv_cache_memory_bytes"] / 2**20, max_sequences,
+                     kwargs["max_model_len"])
         if vcfg.compilation_config:
             kwargs["compilation_config"] = dict(vcfg.compilation_config)
         env: dict[str, str] = {}
@@ -267,6 +296,10 @@ def _one_cpu_thread() -> None:
     threads = int(os.environ.get("OMP_NUM_THREADS") or 1)
     torch.set_num_threads(threads)
     log.info("vLLM-CPU in-process: torch threads set to %d (from OMP_NUM_THREADS, default 1)", threads)
+
+
+def _torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    return dtype if isinstance(dtype, torch.dtype) else getattr(torch, str(dtype).removeprefix("torch."))
 
 
 def _hf_config(model_dir: Path) -> Any:

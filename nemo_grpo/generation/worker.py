@@ -33,7 +33,7 @@ def _vllm_backend_available() -> bool:
 
 
 def make_backend(name: str, model_path: str, tokenizer, gen_cfg, *, device: str, precision: str, seed: int,
-                 max_model_len: int, load_weights: bool = False) -> GenerationBackend:
+                 max_model_len: int, load_weights: bool = False, max_sequences: int | None = None) -> GenerationBackend:
     """The backend `name` on `device` ("cpu" or "cuda"); on CPU it always computes in fp32."""
     dtype = torch_dtype(precision) if device == "cuda" else torch.float32
     if name == "hf":
@@ -44,20 +44,21 @@ def make_backend(name: str, model_path: str, tokenizer, gen_cfg, *, device: str,
         from nemo_grpo.generation.vllm_backend import VllmGenerationBackend
 
         return VllmGenerationBackend(model_path, tokenizer, gen_cfg, device=device, dtype=dtype, seed=seed,
-                                     max_model_len=max_model_len, load_format="auto" if load_weights else "dummy")
+                                     max_model_len=max_model_len, load_format="auto" if load_weights else "dummy",
+                                     max_sequences=max_sequences)
     raise ValueError(f"unknown generation backend '{name}'")
 
 
 class GenerationWorker:
     def __init__(self, backend: str, model_path: str, tokenizer_path: str, gen_cfg, *, device: str, precision: str,
-                 seed: int, max_model_len: int, num_threads: int | None = None):
+                 seed: int, max_model_len: int, num_threads: int | None = None, max_sequences: int | None = None):
         from transformers import AutoTokenizer
 
         if num_threads:
             torch.set_num_threads(num_threads)
         self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
         self.backend = make_backend(backend, model_path, self.tokenizer, gen_cfg, device=device, precision=precision,
-                                    seed=seed, max_model_len=max_model_len)
+                                    seed=seed, max_model_len=max_model_len, max_sequences=max_sequences)
         self.refit_seconds = 0.0
 
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Rollout]:

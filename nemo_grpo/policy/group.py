@@ -102,8 +102,9 @@ class PolicyGroup:
     def save(self, step_dir: str) -> None:
         self.workers.run("save_checkpoint", step_dir)
 
-    def load(self, step_dir: str) -> None:
-        self.workers.run("load_checkpoint", step_dir)
+    def load(self, step_dir: str) -> tuple[float, float] | None:
+        """Restore every rank; (old, new) peak learning rate when the config changed it."""
+        return self.workers.run("load_checkpoint", step_dir)[0]
 
     def fingerprint(self) -> dict:
         return ray.get(self.workers.actors[0].get_fingerprint.remote())

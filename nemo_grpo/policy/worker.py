@@ -227,7 +227,9 @@ class PolicyWorker:
                     "fingerprint": self.fingerprint}, root / f"extra_state_rank{self.rank}.pt")
         dist.barrier()
 
-    def load_checkpoint(self, step_dir: str) -> None:
+    def load_checkpoint(self, step_dir: str) -> tuple[float, float] | None:
+        """Restore weights, optimizer, scheduler and RNG. A `policy.optimizer.lr` that differs from
+        the checkpoint's is applied to the restored optimizer and schedule: returns (old, new)."""
         root = Path(step_dir) / "policy"
         model_sd = get_model_state_dict(self.model)
         dcp.load(model_sd, checkpoint_id=str(root / "weights"))
@@ -238,6 +240,7 @@ class PolicyWorker:
         extra = torch.load(root / f"extra_state_rank{self.rank}.pt", weights_only=False)
         self.scheduler.load_state_dict(extra["scheduler"])
         torch.set_rng_state(extra["torch_rng"])
+        return apply_peak_lr(self.optimizer, self.scheduler, self.policy_cfg.optimizer.lr)
 
     def get_fingerprint(self) -> dict[str, Any]:
         return self.fingerprint
@@ -245,6 +248,21 @@ class PolicyWorker:
     def shutdown(self) -> None:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def apply_peak_lr(optimizer: torch.optim.Optimizer, scheduler, lr: float) -> tuple[float, float] | None:
+    """Make `lr` the peak learning rate of a restored optimizer and its LambdaLR schedule: each
+    param group's `initial_lr` and the scheduler's `base_lrs` (what the schedule multiplies), and
+    the current `lr` at the schedule's position. Returns (old, new), or None when nothing changed."""
+    old = scheduler.base_lrs[0]
+    if all(base == lr for base in scheduler.base_lrs):
+        return None
+    scheduler.base_lrs = [lr] * len(optimizer.param_groups)
+    for group, lam in zip(optimizer.param_groups, scheduler.lr_lambdas):
+        group["initial_lr"] = lr
+        group["lr"] = lr * lam(scheduler.last_epoch)
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
+    return old, lr
 
 
 EXTREMES = ("_min", "_max")

@@ -16,6 +16,7 @@ import atexit
 import io
 import multiprocessing as mp
 import os
+import signal
 import threading
 import time
 from collections import deque
@@ -47,6 +48,10 @@ def _task_functions() -> dict[str, Any]:
 
 
 def _worker_main(conn: Connection) -> None:
+    # Ctrl-C or a scheduler's SIGTERM reaches the whole process group: the parent decides when its
+    # graders stop (it kills them, and a closed pipe ends this loop), so they ignore both.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         import resource
 

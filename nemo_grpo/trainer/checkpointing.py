@@ -68,7 +68,10 @@ def resume_or_start(run: Run) -> None:
     fingerprint = run.policy.fingerprint()
     meta = read_meta(latest)
     check_resumable(meta, _json_roundtrip(compat_fields(run.cfg, fingerprint)), latest)
-    run.policy.load(str(latest))
+    changed_lr = run.policy.load(str(latest))
+    if changed_lr:
+        log.info("policy.optimizer.lr changed since the checkpoint: %g -> %g, applied to the restored optimizer "
+                 "and schedule", *changed_lr)
     saved = torch.load(latest / "driver_state.pt", weights_only=False)
     run.state.__dict__.update(saved["state"])
     run.loader.load_state_dict(saved["loader"])

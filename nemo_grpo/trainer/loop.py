@@ -26,23 +26,27 @@ from nemo_grpo.algorithms.batch import pack_rollouts
 from nemo_grpo.algorithms.kl import kl_estimate, kl_penalty_in_reward
 from nemo_grpo.config import config_to_dict, save_config, to_yaml
 from nemo_grpo.generation.interface import Rollout, SamplingParams
-from nemo_grpo.logging.guards import GuardWatch
+from nemo_grpo.logging.guards import GuardStop, GuardWatch
 from nemo_grpo.logging.loggers import make_loggers
 from nemo_grpo.logging.metrics import rollout_metrics, throughput_metrics
 from nemo_grpo.logging.rollout_dump import dump_rollouts, rollout_dump_due
+from nemo_grpo.rewards.pool import shutdown_pool
 from nemo_grpo.trainer.checkpointing import restore_checkpoint_row, resume_or_start, save_checkpoint
 from nemo_grpo.trainer.config import TrainConfig
+from nemo_grpo.trainer.preemption import Preempted, PreemptionWatch, StopNow, WorkerDied, dead_worker
 from nemo_grpo.trainer.rollouts import collect_rollouts
 from nemo_grpo.trainer.setup import Run, needs_old_logprobs, setup_run, skip_zero_advantage
 from nemo_grpo.trainer.state import RunState
 from nemo_grpo.trainer.validation import run_validation, validation_due
+from nemo_grpo.utils.errors import RunEnded
 from nemo_grpo.utils.lock import FolderLock
 
 log = logging.getLogger(__name__)
 
 
 def run_grpo(cfg: TrainConfig) -> None:
-    """Train to the end; a collapse guard's stop raises GuardStop (exit status 3 from the CLI).
+    """Train to the end; a collapse guard's stop raises GuardStop (exit status 3 from the CLI), a
+    preemption signal Preempted (128 + signal), a dead worker WorkerDied (1): see preemption.py.
     The checkpoint and log folders are locked for the whole run (one run per folder)."""
     with lock_run_folders(cfg):
         _run_grpo(cfg)
@@ -61,10 +65,14 @@ def lock_run_folders(cfg: TrainConfig) -> contextlib.ExitStack:
 
 
 def _run_grpo(cfg: TrainConfig) -> None:
-    run = setup_run(cfg)
-    loggers = None
+    watch = PreemptionWatch(cfg.checkpointing.preemption_grace_s)
+    run, loggers, ended = None, None, False
+    last_saved: str | None = None  # the newest checkpoint of this run: where it resumes
+    current: int | None = None  # the step running
     try:
+        run = setup_run(cfg, after_ray_init=watch.install)
         resume_or_start(run)  # refuses (before anything is written) a checkpoint of another run
+        last_saved = str(run.resumed_from) if run.resumed_from else None
         save_config(cfg, f"{cfg.logger.log_dir}/config.yaml")
         loggers = make_loggers(cfg.logger, start_step=run.state.step, total_steps=cfg.grpo.max_num_steps,
                                config=config_to_dict(cfg), config_text=to_yaml(cfg))
@@ -73,28 +81,77 @@ def _run_grpo(cfg: TrainConfig) -> None:
         if cfg.grpo.val_at_start and run.state.step == 0:  # a resumed run did it before its first step
             loggers.log({"step": 0, **validate(run)})
         while not finished(cfg, run.state, len(run.loader), announce=True):
-            step_start = time.perf_counter()
-            metrics = grpo_step(run)
-            run.state.step += 1
-            last = finished(cfg, run.state, len(run.loader))
-            if validation_due(run.state.step, cfg.grpo, last=last):  # before the checkpoint: meta.json has it
-                metrics.update(validate(run))
-            metrics = finish_metrics(run, metrics, time.perf_counter() - step_start)
-            stop = guards.check(metrics)  # warn rules log here; a stop rule returns its reason
-            # The checkpoint's meta.json carries the whole row, so a kill between saving and logging
-            # loses no row (restore_checkpoint_row puts it back on resume). A stop saves first.
-            if cfg.checkpointing.enabled and (checkpoint_due(cfg, run.state.step, last=last) or stop):
-                metrics["timing/checkpoint_s"] = save_checkpoint(run, metrics)
-            if stop:
-                stop.checkpoint = str(run.checkpoints.root / f"step_{run.state.step}") if cfg.checkpointing.enabled else None
-            loggers.log(metrics)
+            current = run.state.step + 1
+            watch.step_running = True  # a signal from here on lets the step finish (within the grace time)
+            try:
+                step_start = time.perf_counter()
+                metrics = grpo_step(run)
+                run.state.step += 1
+                last = finished(cfg, run.state, len(run.loader))
+                if validation_due(run.state.step, cfg.grpo, last=last):  # before the checkpoint: meta.json has it
+                    metrics.update(validate(run))
+                metrics = finish_metrics(run, metrics, time.perf_counter() - step_start)
+                stop = guards.check(metrics)  # warn rules log here; a stop rule returns its reason
+                preempted = watch.requested  # a preemption signal came during the step: save it, then stop
+                # The checkpoint's meta.json carries the whole row, so a kill between saving and logging
+                # loses no row (restore_checkpoint_row puts it back on resume). A stop saves first.
+                if cfg.checkpointing.enabled and (checkpoint_due(cfg, run.state.step, last=last) or stop or preempted):
+                    metrics["timing/checkpoint_s"] = save_checkpoint(run, metrics)
+                    last_saved = str(run.checkpoints.root / f"step_{run.state.step}")
+                if stop:
+                    stop.checkpoint = last_saved if cfg.checkpointing.enabled else None
+                loggers.log(metrics)
+            except StopNow:
+                raise
+            except ray.exceptions.RayError as exc:
+                if watch.stopped:
+                    raise  # a worker died: one line naming it, not Ray's traceback
+                worker = dead_worker(exc, run_actors(run))
+                if worker is None:
+                    raise  # not a death: a bug, keep its traceback
+                ended = True
+                if watch.requested:  # the same signal reached the run's workers
+                    raise Preempted(watch.requested, current, resume_point=last_saved,
+                                    why=f"the {worker} was stopped by the signal too") from None
+                raise WorkerDied(worker, current, last_saved) from None
+            finally:
+                watch.step_running = False
+            current = None
             if stop:
                 raise stop
+            if preempted:
+                ended = True
+                raise Preempted(preempted, run.state.step, saved=last_saved if cfg.checkpointing.enabled else None)
         log.info("finished %d steps; checkpoints in %s", run.state.step, cfg.checkpointing.checkpoint_dir)
+    except (StopNow, Exception) as exc:  # a signal: abandon what runs now
+        stop_now = watch.stopped  # raised by the handler, maybe wrapped by Ray (a SystemError from ray.get)
+        if stop_now is None or isinstance(exc, (RunEnded, GuardStop)):
+            raise
+        ended = True
+        raise Preempted(stop_now.signum, current, resume_point=last_saved, why=stop_now.why) from None
     finally:
         if loggers:
             loggers.close()  # flushes TensorBoard / W&B and draws the final plots
-        shutdown(run)
+        watch.stopping = True  # from here a signal exits at once
+        if ended:
+            stop_everything(run)
+        elif run is not None:
+            shutdown(run)
+        watch.restore()
+
+
+def run_actors(run: Run) -> dict[str, Any]:
+    """The run's Ray workers by the names a user reads."""
+    ranks = {f"policy rank {i}": actor for i, actor in enumerate(run.policy.workers.actors)}
+    return {**ranks, "generation engine": run.generation}
+
+
+def stop_everything(run: Run | None) -> None:
+    """A run ended from outside (a signal, a dead worker): stop every process it started without
+    waiting for busy workers (Ray's workers and daemons, the grader processes)."""
+    with contextlib.suppress(Exception):
+        ray.shutdown()
+    shutdown_pool()
 
 
 def epochs_done(cfg: TrainConfig, state: RunState, batches_per_epoch: int) -> bool:

@@ -11,7 +11,7 @@ import os
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import ray
 import torch
@@ -95,7 +95,9 @@ def resource_plan(cfg: TrainConfig, device: str) -> dict[str, Any]:
     return {"world_size": world_size, "rank_gpus": rank_gpus, "engine_gpus": engine_gpus, "total": total}
 
 
-def setup_run(cfg: TrainConfig) -> Run:
+def setup_run(cfg: TrainConfig, *, after_ray_init: Callable[[], None] | None = None) -> Run:
+    """Everything a run needs; `after_ray_init` is called once Ray has started (the preemption
+    handlers go there: `ray.init` sets a SIGTERM handler of its own)."""
     seed_everything(cfg.grpo.seed)
     model_path = resolve_model_path(cfg.policy.model_name)
     tokenizer_path = resolve_model_path(cfg.policy.tokenizer_name, "policy.tokenizer_name") if cfg.policy.tokenizer_name else model_path
@@ -108,6 +110,8 @@ def setup_run(cfg: TrainConfig) -> Run:
     plan = resource_plan(cfg, device)
     world_size = plan["world_size"]
     init_ray(cfg.cluster.ray_address)
+    if after_ray_init is not None:
+        after_ray_init()
     check_placeable(plan["total"], ray.cluster_resources())
     on_gpu = device == "cuda"
     threads = None if on_gpu else max(1, (os.cpu_count() or 1) // world_size)
@@ -126,12 +130,19 @@ def setup_run(cfg: TrainConfig) -> Run:
         num_cpus=cfg.cluster.cpus_per_worker, num_gpus=plan["engine_gpus"], runtime_env=engine_env,
     ).remote(backend, model_path, tokenizer_path, cfg.generation, device=device, precision=cfg.policy.precision,
              seed=cfg.grpo.seed, max_model_len=engine_max_len(cfg, validation),
-             num_threads=None if on_gpu else os.cpu_count())
+             num_threads=None if on_gpu else os.cpu_count(), max_sequences=sequences_in_flight(cfg, validation))
     backend = ray.get(generation.backend_name.remote(), timeout=ENGINE_START_TIMEOUT_S)
     log.info("generation backend: %s", backend)
     checkpoints = CheckpointManager(Path(cfg.checkpointing.checkpoint_dir), cfg.checkpointing.keep_top_k,
                                     cfg.checkpointing.metric_name, cfg.checkpointing.higher_is_better)
     return Run(cfg, tokenizer, loader, policy, generation, backend, checkpoints, RunState(), device, validation)
+
+
+def sequences_in_flight(cfg: TrainConfig, validation: list[ScoredSet]) -> int:
+    """The most sequences the engine generates at once: a training step's prompts x responses, or
+    a validation set's problems x samples (it sizes vLLM's KV cache on CPU)."""
+    train = cfg.grpo.num_prompts_per_step * cfg.grpo.num_generations_per_prompt
+    return max([train, *(len(s.rows) * s.params.n for s in validation)])
 
 
 def compat_fields(cfg: TrainConfig, fingerprint: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,129 @@
+"""Preemption and dead workers, with real processes and real signals (issue 16): what the user sees
+(exit status, the one line), what is on disk, no process of the run left, and the same command
+resuming to the metrics of the uninterrupted run (tests/fixtures/tiny_run_metrics.jsonl)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.test_grpo_run import FIXTURE, comparable, read_metrics, run_script, straight_overrides, tiny_model  # noqa: F401
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """pid -> command line of every process below `pid` (Ray's daemons and workers, the graders)."""
+    parents, cmds = {}, {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+                cmds[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+    found, todo = {}, [pid]
+    while todo:
+        parent = todo.pop()
+        for child, p in parents.items():
+            if p == parent and child not in found:
+                found[child] = cmds[child]
+                todo.append(child)
+    return found
+
+
+def alive(pids) -> list[int]:
+    left = []
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            left.append(pid)
+    return left
+
+
+def wait_for(path: Path, proc, timeout: float = 600) -> None:
+    deadline = time.time() + timeout
+    while not path.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert path.exists(), proc.stdout.read() if proc.poll() is not None else "timed out"
+
+
+def last_line(out: str) -> str:
+    return out.strip().splitlines()[-1]
+
+
+def assert_equals_the_uninterrupted_run(run_dir: Path) -> None:
+    expected = [json.loads(line) for line in FIXTURE.read_text().splitlines()]
+    rows = [comparable(r) for r in read_metrics(run_dir)]
+    assert [r["step"] for r in rows] == [r["step"] for r in expected]
+    for got, want in zip(rows, expected):
+        assert sorted(got) == sorted(want), want["step"]
+        for key, value in want.items():
+            assert got[key] == (pytest.approx(value, rel=1e-6, abs=1e-9) if isinstance(value, float) else value), \
+                (want["step"], key)
+
+
+def test_sigterm_mid_step_saves_the_step_exits_143_and_the_same_command_resumes(tiny_model, tmp_path):
+    proc = run_script(tiny_model, tmp_path, *straight_overrides(tiny_model), wait=False)
+    wait_for(tmp_path / "ckpt" / "step_1" / "meta.json", proc)  # step 2 runs now
+    started = descendants(proc.pid)
+    assert any("raylet" in c for c in started.values())
+    os.kill(proc.pid, signal.SIGTERM)  # a scheduler's preemption, to the driver
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 143, out
+    line = last_line(out)
+    assert line.startswith("stopped by SIGTERM: step 2 finished and was checkpointed in ") and "run the same command" in line
+    assert "Traceback" not in out and out.count("stopped by SIGTERM") == 1
+    assert (tmp_path / "ckpt" / "step_2" / "meta.json").is_file() and not (tmp_path / "ckpt" / "step_3").exists()
+    time.sleep(3)
+    assert alive(started) == [], {p: started[p] for p in alive(started)}  # Ray, its workers, the graders: gone
+    rc, out = run_script(tiny_model, tmp_path, *straight_overrides(tiny_model))
+    assert rc == 0, out
+    assert "resumed from" in out and "step_2" in out
+    assert_equals_the_uninterrupted_run(tmp_path)
+
+
+def test_ctrl_c_twice_abandons_a_dead_policy_rank_is_one_line_and_a_new_lr_takes_effect(tiny_model, tmp_path):
+    # Ctrl-C twice, to the whole process group as a terminal sends it: the step is abandoned at once
+    proc = run_script(tiny_model, tmp_path, *straight_overrides(tiny_model), wait=False)
+    wait_for(tmp_path / "ckpt" / "step_1" / "meta.json", proc)
+    started = descendants(proc.pid)
+    os.killpg(proc.pid, signal.SIGINT)
+    time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    line = last_line(out)
+    assert line.startswith("stopped by SIGINT: ") and "the last checkpoint" in line and "step_1" in line, line
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out
+    time.sleep(3)
+    assert alive(started) == [], {p: started[p] for p in alive(started)}
+    # kill -9 of the policy rank mid-step in the resumed run: one line naming it and the step
+    proc = run_script(tiny_model, tmp_path, *straight_overrides(tiny_model), wait=False)
+    wait_for(tmp_path / "ckpt" / "step_2" / "meta.json", proc)  # step 3 runs now
+    ranks = [p for p, c in descendants(proc.pid).items() if c.startswith("ray::PolicyWorker")]
+    assert ranks, descendants(proc.pid)
+    killed_at = time.time()
+    os.kill(ranks[0], signal.SIGKILL)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 1, out
+    assert time.time() - killed_at < 60
+    line = last_line(out)
+    assert line.startswith("the policy rank 0 died during step 3; the last checkpoint, ") and "step_2" in line, line
+    assert "Traceback" not in out
+    # the same command, with a new learning rate: applied from step 3 on, said once, recorded in the config
+    rc, out = run_script(tiny_model, tmp_path, *straight_overrides(tiny_model), "policy.optimizer.lr=2e-3")
+    assert rc == 0, out
+    assert "policy.optimizer.lr changed since the checkpoint: 0.001 -> 0.002" in out
+    rows = {r["step"]: r for r in read_metrics(tmp_path)}
+    assert [rows[s]["train/lr"] for s in (1, 2, 3, 4)] == [1e-3, 1e-3, 2e-3, 2e-3]
+    assert "lr: 0.002" in (tmp_path / "logs" / "config.yaml").read_text()
