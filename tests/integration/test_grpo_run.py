@@ -168,6 +168,29 @@ def test_interrupted_save_keeps_previous_checkpoint_resumable(tiny_model, tmp_pa
     assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2, 3]
 
 
+def test_a_damaged_checkpoint_and_a_torn_metrics_line_resume_from_the_previous_step(tiny_model, tmp_path):
+    """What a crash during a copy or a bad disk leaves: the newest checkpoint with a truncated shard and
+    the last metrics row cut mid-write. The same command names both, resumes from the checkpoint
+    before, and ends with the metrics of the run that was never damaged."""
+    from nemo_grpo.checkpoint.manager import verify_checkpoint
+
+    rc, out = run_script(tiny_model, tmp_path, "grpo.max_num_steps=3")
+    assert rc == 0, out
+    uninterrupted = read_metrics(tmp_path)
+    ckpt, metrics = tmp_path / "ckpt", tmp_path / "logs" / "metrics.jsonl"
+    shard = sorted((ckpt / "step_3" / "policy" / "weights").glob("*.distcp"))[0]
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    rows = metrics.read_text().splitlines(keepends=True)
+    metrics.write_text("".join(rows[:2]) + rows[2][:15])
+    rc, out = run_script(tiny_model, tmp_path, "grpo.max_num_steps=3")
+    assert rc == 0, out
+    assert f"{ckpt / 'step_3'} is damaged (policy/weights/{shard.name}: " in out
+    assert f"resuming from {ckpt / 'step_2'} instead" in out and "left in place, not deleted" in out
+    assert f"{metrics}:3: dropped a partial last line" in out
+    assert [comparable(r) for r in read_metrics(tmp_path)] == [comparable(r) for r in uninterrupted]
+    assert verify_checkpoint(ckpt / "step_3") is None  # saved again, whole
+
+
 def test_resume_with_another_model_is_refused(straight_run, tmp_path, qwen_math_tokenizer):
     other = make_tiny_model_dir(tmp_path / "other", qwen_math_tokenizer, arch="llama")
     before = sorted(p.name for p in (straight_run / "ckpt").iterdir())
