@@ -11,11 +11,10 @@ import time
 from dataclasses import asdict, dataclass
 
 from nemo_grpo.rewards.config import RewardConfig
-from nemo_grpo.rewards.equivalence import fast_equal, pathological
-from nemo_grpo.rewards.normalize import clean
-from nemo_grpo.rewards.equivalence import _split_top
+from nemo_grpo.rewards.equivalence import _split_top, fast_equal, pathological
 from nemo_grpo.rewards.extract import MAX_ANSWER_CHARS, extract_answer, gold_answer
 from nemo_grpo.rewards.format_reward import format_ok
+from nemo_grpo.rewards.normalize import clean
 from nemo_grpo.rewards.pool import GraderPool, get_pool
 
 STATUSES = ("ok", "no_answer", "truncated", "timeout", "error")
