@@ -40,6 +40,7 @@ from nemo_grpo.trainer.state import RunState
 from nemo_grpo.trainer.validation import run_validation, validation_due
 from nemo_grpo.utils.errors import RunEnded
 from nemo_grpo.utils.lock import FolderLock
+from nemo_grpo.utils.faults import maybe_stall
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +197,7 @@ def validate(run: Run) -> dict[str, float]:
 
 def grpo_step(run: Run) -> dict[str, Any]:
     cfg, timing = run.cfg, {}
+    maybe_stall(run.state.step + 1)  # tests: a step that hangs
     if run.state.weights_stale:
         with _timer(timing, "refit"):
             refit(run)

@@ -73,7 +73,9 @@ def assert_equals_the_uninterrupted_run(run_dir: Path) -> None:
 
 
 def test_sigterm_mid_step_saves_the_step_exits_143_and_the_same_command_resumes(tiny_model, tmp_path):
-    proc = run_script(tiny_model, tmp_path, *straight_overrides(tiny_model), wait=False)
+    # step 2 is slowed by 10 s, injected: a tiny step could otherwise end before the signal arrives
+    proc = run_script(tiny_model, tmp_path, *straight_overrides(tiny_model), wait=False,
+                      env={"NEMO_GRPO_INJECT_FAULT": "stall:2:10"})
     wait_for(tmp_path / "ckpt" / "step_1" / "meta.json", proc)  # step 2 runs now
     started = descendants(proc.pid)
     assert any("raylet" in c for c in started.values())
@@ -94,7 +96,9 @@ def test_sigterm_mid_step_saves_the_step_exits_143_and_the_same_command_resumes(
 
 def test_ctrl_c_twice_abandons_a_dead_policy_rank_is_one_line_and_a_new_lr_takes_effect(tiny_model, tmp_path):
     # Ctrl-C twice, to the whole process group as a terminal sends it: the step is abandoned at once
-    proc = run_script(tiny_model, tmp_path, *straight_overrides(tiny_model), wait=False)
+    # (step 2 hangs, injected: a tiny step can otherwise finish between the two signals)
+    proc = run_script(tiny_model, tmp_path, *straight_overrides(tiny_model), wait=False,
+                      env={"NEMO_GRPO_INJECT_FAULT": "stall:2"})
     wait_for(tmp_path / "ckpt" / "step_1" / "meta.json", proc)
     started = descendants(proc.pid)
     os.killpg(proc.pid, signal.SIGINT)
