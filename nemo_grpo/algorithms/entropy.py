@@ -7,7 +7,8 @@ For temperature-scaled logits ``z = logits / temperature`` (as verl, NeMo RL and
   (verl ``entropy_from_logits``, TRL ``entropy_from_logits``, cs336 ``compute_entropy``).
 
 Memory contract: the forward pass walks over the tokens in chunks of ``chunk_size`` rows, working in
-float32 on one chunk at a time, and saves nothing but the logits themselves for the backward pass.
+float32 (float64 for float64 logits) on one chunk at a time, and saves nothing but the logits
+themselves for the backward pass.
 The backward pass recomputes the softmax chunk by chunk and writes the gradient into ONE
 logits-sized tensor (the gradient itself). So no more than one extra logits-sized tensor is ever
 alive (``bench/losses.py`` measures it). Gradients:
@@ -23,8 +24,13 @@ from __future__ import annotations
 import torch
 
 
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32, or float64 for float64 inputs (so that gradcheck can check the float64 math)."""
+    return torch.promote_types(dtype, torch.float32)
+
+
 def _chunk_stats(z: torch.Tensor, ids: torch.Tensor, temperature: float):
-    z = z.float() / temperature
+    z = z.to(_compute_dtype(z.dtype)) / temperature
     log_p = torch.log_softmax(z, dim=-1)
     token_logp = log_p.gather(-1, ids.unsqueeze(-1)).squeeze(-1)
     p = log_p.exp()
@@ -32,13 +38,27 @@ def _chunk_stats(z: torch.Tensor, ids: torch.Tensor, temperature: float):
     return log_p, p, token_logp, entropy
 
 
+def _chunk_grad(z: torch.Tensor, ids: torch.Tensor, g_lp: torch.Tensor | None, g_h: torch.Tensor | None,
+                temperature: float) -> torch.Tensor:
+    """Gradient (float32, or float64) w.r.t. one chunk of raw logits ``z`` [C, V], given the upstream
+    gradients of its log-probs and entropies [C] (None where that output gets no gradient)."""
+    log_p, p, _, entropy = _chunk_stats(z, ids, temperature)
+    grad = torch.zeros_like(p)
+    if g_h is not None:
+        grad -= g_h[:, None] * p * (log_p + entropy[:, None])
+    if g_lp is not None:
+        grad -= g_lp[:, None] * p
+        grad.scatter_add_(-1, ids[:, None], g_lp[:, None])
+    return grad / temperature
+
+
 class _LogprobEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits, token_ids, temperature, chunk_size):
         flat = logits.reshape(-1, logits.shape[-1])
         ids = token_ids.reshape(-1)
-        logp = torch.empty(ids.shape, dtype=torch.float32, device=logits.device)
-        ent = torch.empty(ids.shape, dtype=torch.float32, device=logits.device)
+        logp = torch.empty(ids.shape, dtype=_compute_dtype(logits.dtype), device=logits.device)
+        ent = torch.empty_like(logp)
         for start in range(0, flat.shape[0], chunk_size):
             sl = slice(start, start + chunk_size)
             _, _, logp[sl], ent[sl] = _chunk_stats(flat[sl], ids[sl], temperature)
@@ -53,20 +73,14 @@ class _LogprobEntropy(torch.autograd.Function):
         logits, token_ids = ctx.saved_tensors
         flat = logits.reshape(-1, logits.shape[-1])
         ids = token_ids.reshape(-1)
-        g_lp = None if grad_logp is None else grad_logp.reshape(-1).float()
-        g_h = None if grad_ent is None else grad_ent.reshape(-1).float()
+        g_lp = None if grad_logp is None else grad_logp.reshape(-1).to(_compute_dtype(logits.dtype))
+        g_h = None if grad_ent is None else grad_ent.reshape(-1).to(_compute_dtype(logits.dtype))
         grad = torch.empty_like(flat)
         temp = ctx.temperature
         for start in range(0, flat.shape[0], ctx.chunk_size):
             sl = slice(start, start + ctx.chunk_size)
-            log_p, p, _, entropy = _chunk_stats(flat[sl], ids[sl], temp)
-            chunk_grad = torch.zeros_like(p)
-            if g_h is not None:
-                chunk_grad -= g_h[sl, None] * p * (log_p + entropy[:, None])
-            if g_lp is not None:
-                chunk_grad -= g_lp[sl, None] * p
-                chunk_grad.scatter_add_(-1, ids[sl, None], g_lp[sl, None])
-            grad[sl] = (chunk_grad / temp).to(grad.dtype)
+            grad[sl] = _chunk_grad(flat[sl], ids[sl], None if g_lp is None else g_lp[sl],
+                                   None if g_h is None else g_h[sl], temp).to(grad.dtype)
         return grad.reshape(logits.shape), None, None, None
 
 
@@ -76,7 +90,7 @@ def logprobs_and_entropy(
     temperature: float = 1.0,
     chunk_size: int = 1024,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return ``(logp, entropy)``, both float32 of shape ``token_ids.shape``, differentiable.
+    """Return ``(logp, entropy)``, both float32 (float64 for float64 logits) of shape ``token_ids.shape``, differentiable.
 
     ``logits``: [..., V] raw (un-tempered) logits in any float dtype; ``token_ids``: [...] the sampled
     tokens; ``chunk_size``: tokens per chunk (peak temporary memory ~ 4 * chunk_size * V floats).

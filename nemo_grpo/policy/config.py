@@ -42,6 +42,7 @@ class PolicyConfig:
     max_tokens_per_micro_batch: int | None = None
     precision: Precision = "bfloat16"
     activation_checkpointing: bool = False
+    fused_lm_head: bool = True
     cpu_offload: bool = False
     max_grad_norm: float | None = 1.0
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)

@@ -26,11 +26,11 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.distributed.device_mesh import init_device_mesh
 
 from nemo_grpo.algorithms.aggregation import Normalizer
-from nemo_grpo.algorithms.entropy import logprobs_and_entropy
 from nemo_grpo.algorithms.policy_loss import LossBatch, policy_loss
 from nemo_grpo.algorithms.numerics import gen_train_kl, token_mult_prob_error
 from nemo_grpo.algorithms.batch import TrainBatch
 from nemo_grpo.algorithms.packing import pack, pack_layout, plan_packed, row_lengths, unpack
+from nemo_grpo.policy.fused_head import causal_logprobs_and_entropy
 from nemo_grpo.policy.model import load_hf_model, lr_lambda, make_optimizer, model_fingerprint, shard_model
 from nemo_grpo.policy.packed_attention import PACKED_ATTENTION
 
@@ -74,19 +74,21 @@ class PolicyWorker:
     def _forward(self, model, batch: TrainBatch, *, with_entropy_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probs and entropy [B, T-1] of a micro-batch: padded rows, or (with
         policy.max_tokens_per_micro_batch) the rows packed into one sequence and the per-token
-        results unpacked back to the same [B, T-1] layout."""
+        results unpacked back to the same [B, T-1] layout. With policy.fused_lm_head the output
+        layer runs chunk by chunk inside the log-prob computation (policy/fused_head.py)."""
+        fused = self.policy_cfg.fused_lm_head
         if self.policy_cfg.max_tokens_per_micro_batch is not None:
             layout = pack_layout(batch.attention_mask)
             ids = pack(batch.input_ids, layout).to(self.device)
             cu = layout.cu_seqlens.to(self.device)
-            logits = model(input_ids=ids, position_ids=layout.position_ids.to(self.device), cu_seq_lens_q=cu,
-                           cu_seq_lens_k=cu, max_length_q=layout.max_len, max_length_k=layout.max_len).logits
-            logp, entropy = logprobs_and_entropy(logits[0, :-1], ids[0, 1:], self.temperature)
-            logp, entropy = unpack(logp, layout), unpack(entropy, layout)
+            logp, entropy = causal_logprobs_and_entropy(
+                model, ids, temperature=self.temperature, fused=fused, position_ids=layout.position_ids.to(self.device),
+                cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=layout.max_len, max_length_k=layout.max_len)
+            logp, entropy = unpack(logp[0], layout), unpack(entropy[0], layout)
         else:
-            ids = batch.input_ids.to(self.device)
-            logits = model(input_ids=ids, attention_mask=batch.attention_mask.to(self.device)).logits
-            logp, entropy = logprobs_and_entropy(logits[:, :-1], ids[:, 1:], self.temperature)
+            logp, entropy = causal_logprobs_and_entropy(
+                model, batch.input_ids.to(self.device), temperature=self.temperature, fused=fused,
+                attention_mask=batch.attention_mask.to(self.device))
         if not with_entropy_grad:
             entropy = entropy.detach()
         return logp.float(), entropy.float()

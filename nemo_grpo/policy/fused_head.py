@@ -1,0 +1,70 @@
+"""Token log-probs and entropy of a causal LM's forward pass, with the output layer fused into the
+log-prob computation (`algorithms.linear_logprobs`) so no [tokens, vocab] logits tensor exists.
+
+How it runs under FSDP2: the model's root FSDP unit owns the embeddings, the final norm and
+`lm_head`, and all-gathers them in its pre-forward hook (in the compute dtype, bf16 on GPU); only
+while the root's `forward` runs is `lm_head.weight` that gathered tensor (outside it, it is a
+sharded DTensor, or a freed storage once resharded). So the fused head runs INSIDE the root's
+forward: for the duration of one call, `lm_head.forward` is replaced by a function that takes the
+final hidden states transformers hands it and returns [..., 2] = (logp, entropy) in place of the
+logits. The weight is used, saved for backward and given its gradient exactly as `nn.Linear` would
+use it, so FSDP2's unsharding, resharding, mixed precision and gradient reduce-scatter see no
+difference, and tied embeddings (one parameter for `embed_tokens` and `lm_head`) add up their two
+gradients as before. Calling the decoder body `model.model` directly would skip the root's hooks
+(the embedding would meet a sharded weight); reading `lm_head.weight` after the root's forward
+relies on FSDP2 not resharding the root after forward, which is an implementation detail.
+
+Only architectures whose causal-LM forward returns `lm_head(hidden)` untouched are fused (Gemma's
+logit soft-capping, Cohere's logit scale, Granite's logit scaling act on the logits afterwards);
+the others fall back to full logits and the chunked `logprobs_and_entropy`.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+
+from nemo_grpo.algorithms.entropy import logprobs_and_entropy
+from nemo_grpo.algorithms.linear_logprobs import linear_logprobs_and_entropy
+
+# model_type values whose *ForCausalLM.forward is `logits = self.lm_head(hidden_states[:, keep, :])`
+# with nothing applied to the logits afterwards (checked in transformers 5.17-5.19)
+PLAIN_HEAD_MODEL_TYPES = frozenset({"qwen2", "qwen3", "llama", "mistral"})
+
+
+def can_fuse_head(model: torch.nn.Module) -> bool:
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    return isinstance(head, torch.nn.Linear) and model_type in PLAIN_HEAD_MODEL_TYPES
+
+
+@contextmanager
+def _fused_head(head: torch.nn.Linear, targets: torch.Tensor, temperature: float, chunk_size: int):
+    def forward(hidden: torch.Tensor) -> torch.Tensor:
+        logp, entropy = linear_logprobs_and_entropy(hidden, head.weight, targets, temperature, chunk_size,
+                                                    bias=head.bias)
+        return torch.stack((logp, entropy), dim=-1)
+
+    head.forward = forward  # an instance attribute: parameter names and hooks are untouched
+    try:
+        yield
+    finally:
+        del head.forward
+
+
+def causal_logprobs_and_entropy(model: torch.nn.Module, input_ids: torch.Tensor, *, temperature: float,
+                                chunk_size: int = 1024, fused: bool = True,
+                                **model_kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logp, entropy) [B, T-1] of `input_ids` [B, T] (position t scores token t+1) under `model`,
+    called as `model(input_ids=input_ids, **model_kwargs)`; fused when `fused` and the architecture
+    allows it, else from the full logits."""
+    if not (fused and can_fuse_head(model)):
+        logits = model(input_ids=input_ids, **model_kwargs).logits
+        return logprobs_and_entropy(logits[:, :-1], input_ids[:, 1:], temperature, chunk_size)
+    # the last position predicts no token of the row: give it a dummy target and drop its results
+    targets = F.pad(input_ids[:, 1:], (0, 1))
+    with _fused_head(model.get_output_embeddings(), targets, temperature, chunk_size):
+        out = model(input_ids=input_ids, **model_kwargs).logits
+    return out[:, :-1, 0], out[:, :-1, 1]
