@@ -10,9 +10,11 @@ final hidden states transformers hands it and returns [..., 2] = (logp, entropy)
 logits. The weight is used, saved for backward and given its gradient exactly as `nn.Linear` would
 use it, so FSDP2's unsharding, resharding, mixed precision and gradient reduce-scatter see no
 difference, and tied embeddings (one parameter for `embed_tokens` and `lm_head`) add up their two
-gradients as before. Calling the decoder body `model.model` directly would skip the root's hooks
-(the embedding would meet a sharded weight); reading `lm_head.weight` after the root's forward
-relies on FSDP2 not resharding the root after forward, which is an implementation detail.
+gradients as before. The alternatives, tried with torch 2.13 on 1 and 2 gloo ranks: calling the
+decoder body `model.model` directly skips the root's hooks, and the embedding fails on its sharded
+weight ("aten.embedding.default got mixed torch.Tensor and DTensor"); reading `lm_head.weight`
+after a root forward does find the gathered Parameter, but only because FSDP2 does not reshard the
+root after forward (an implementation detail; after `reshard()` it is a DTensor again).
 
 Only architectures whose causal-LM forward returns `lm_head(hidden)` untouched are fused (Gemma's
 logit soft-capping, Cohere's logit scale, Granite's logit scaling act on the logits afterwards);
