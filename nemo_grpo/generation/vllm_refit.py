@@ -1,19 +1,17 @@
 """Weight refit into a running vLLM engine: the worker extension and the trainer-side senders.
 
-Three paths, chosen by `VllmGenerationBackend` (see docs/generation.md):
+`RefitWorkerExtension` methods run inside vLLM's worker through `LLM.collective_rpc`. A refit is a
+session: `nemo_refit_begin`, then `nemo_refit_chunk` once per chunk of (name, tensor) pairs, then
+`nemo_refit_finish`. It uses vLLM's layerwise in-place reload (the machinery behind the built-in
+`reload_weights`), so each chunk is loaded and processed as it arrives.
 
-* CPU (tested here): `RefitWorkerExtension` methods run inside vLLM's worker through
-  `LLM.collective_rpc`. A refit is a session: `nemo_refit_begin`, then `nemo_refit_chunk` once per
-  chunk of (name, tensor) pairs, then `nemo_refit_finish`. It uses vLLM's layerwise in-place
-  reload (the machinery behind the built-in `reload_weights`), so each chunk is loaded and
-  processed as it arrives. In-process engines receive the tensors themselves; an engine in its
-  own process receives each chunk as safetensors bytes (tensors do not survive that RPC).
-  `nemo_refit_finish` re-ties `lm_head` to the embedding for tied models: vLLM-CPU repacks
-  `lm_head` at start, and the in-place reload leaves it holding stale (dummy) weights.
-* GPU, colocated: vLLM 0.32's CUDA-IPC weight-transfer engine (`weight_transfer_config`
-  backend "ipc"), packed into bounded buffers. Untested on hardware in this project.
-* GPU, separate: vLLM 0.32's NCCL weight-transfer engine (backend "nccl"), packed and
-  double-buffered. Untested on hardware in this project.
+* An engine in the caller's process (every training run: the engine lives in the policy rank's
+  process) receives the tensors themselves, on the rank's device (CPU, or its GPU).
+* An engine in its own process (evaluation, tests) receives each chunk as safetensors bytes
+  (tensors do not survive that RPC).
+
+`nemo_refit_finish` re-ties `lm_head` to the embedding for tied models: vLLM-CPU repacks `lm_head`
+at start, and the in-place reload leaves it holding stale (dummy) weights.
 """
 
 from __future__ import annotations
