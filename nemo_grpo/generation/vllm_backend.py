@@ -26,7 +26,7 @@ import torch
 
 from nemo_grpo.generation.config import GenerationConfig
 from nemo_grpo.generation.interface import GenerationStats, Rollout, SamplingParams, WeightChunks, request_seed
-from nemo_grpo.generation.vllm_refit import EXTENSION_CLS, chunk_state_dict, pack_chunk
+from nemo_grpo.generation.vllm_refit import EXTENSION_CLS, chunk_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -161,9 +161,10 @@ class VllmGenerationBackend:
 
     # -- setup -------------------------------------------------------------------------------
     def _choose_refit_path(self) -> str:
-        """The worker extension, with tensors (engine in this process, CPU or GPU) or safetensors
-        bytes (an engine process: evaluation and tests; no training run refits one)."""
-        return "rpc-tensors" if self.in_process else "rpc-bytes"
+        """The worker extension with the tensors themselves (engine in this process, CPU or GPU);
+        an engine in its own process (evaluation on GPU) samples the weights it loaded and is
+        never refit."""
+        return "rpc-tensors" if self.in_process else "none"
 
     def _model_dir(self, model_path_or_config: Any) -> Path:
         """A folder vLLM can read the architecture from (weights may be absent: dummy load)."""
@@ -229,14 +230,16 @@ class VllmGenerationBackend:
         """Load weights chunk by chunk into the running engine (vLLM's layerwise in-place reload):
         each chunk is processed as it arrives. A tied model's `lm_head.weight` is skipped (the
         engine's head is its embedding)."""
+        if not self.in_process:
+            raise RuntimeError("vLLM refit needs the engine in this process (generation.vllm.in_process: true); "
+                               "an engine process samples the weights it started with")
         self.wake_up(tags=["weights"])  # GPU: weights back first, the KV cache stays free
         t0 = time.perf_counter()
         self.llm.collective_rpc("nemo_refit_begin")
         for chunk in chunks:
             chunk = [(n, t) for n, t in chunk if not (self.tied and n == "lm_head.weight")]
             if chunk:
-                payload: Any = [(n, t.detach()) for n, t in chunk] if self.in_process else pack_chunk(chunk)
-                self.llm.collective_rpc("nemo_refit_chunk", args=(payload,))
+                self.llm.collective_rpc("nemo_refit_chunk", args=([(n, t.detach()) for n, t in chunk],))
         missing = self.llm.collective_rpc("nemo_refit_finish")[0]
         if missing:
             raise RuntimeError(f"vLLM refit: the weights lack {len(missing)} parameters, e.g. {missing[:3]}")
