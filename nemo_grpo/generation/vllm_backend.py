@@ -270,6 +270,12 @@ class VllmGenerationBackend:
         if llm is not None:
             with contextlib.suppress(Exception):
                 llm.llm_engine.engine_core.shutdown()
+            if self.in_process:  # vLLM's process-wide groups: the next engine of this process builds its own
+                from vllm.distributed import destroy_distributed_environment, destroy_model_parallel
+
+                with contextlib.suppress(Exception):
+                    destroy_model_parallel()
+                    destroy_distributed_environment()
             self.llm = None
             set_threads, threads = self._torch_threads
             torch.set_num_threads = set_threads

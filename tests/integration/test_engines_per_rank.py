@@ -6,7 +6,9 @@ as Ray actors."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
+import json
 
 import pytest
 import ray
@@ -115,3 +117,69 @@ def test_a_tied_model_refits_every_rank_to_score_like_the_trainer(backend, ray_s
         train_refit_and_score(group)
     finally:
         group.shutdown()
+
+
+def tensors_in(obj, found: list[torch.Tensor], depth: int = 0) -> list[torch.Tensor]:
+    """Every tensor inside call arguments or results (lists, tuples, dicts, dataclasses)."""
+    if depth > 6:
+        return found
+    if torch.is_tensor(obj):
+        found.append(obj)
+    elif isinstance(obj, (list, tuple)):
+        for item in obj:
+            tensors_in(item, found, depth + 1)
+    elif isinstance(obj, dict):
+        for item in obj.values():
+            tensors_in(item, found, depth + 1)
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        for field in dataclasses.fields(obj):
+            tensors_in(getattr(obj, field.name), found, depth + 1)
+    return found
+
+
+def test_no_weight_passes_through_the_driver_in_a_two_rank_run(ray_session, tmp_path, qwen_math_tokenizer,
+                                                               monkeypatch):
+    """A whole 2-step GRPO run with 2 Ray ranks, in this process as its driver: every argument the
+    driver sends to a rank and every result it gets back is recorded. Batches and log-probs cross;
+    no tensor shaped like a weight does, and a refit sends the step number only."""
+    from nemo_grpo.distributed.cluster import WorkerGroup
+    from nemo_grpo.trainer.loop import run_grpo
+
+    crossed: list[tuple[str, list[torch.Tensor], object]] = []
+    call, call_on, call_per_rank, get = WorkerGroup.call, WorkerGroup.call_on, WorkerGroup.call_per_rank, WorkerGroup.get
+
+    def spy_call(self, method, *args, **kwargs):
+        crossed.append((method, tensors_in((args, kwargs), []), args))
+        return call(self, method, *args, **kwargs)
+
+    def spy_call_on(self, rank, method, *args, **kwargs):
+        crossed.append((method, tensors_in((args, kwargs), []), args))
+        return call_on(self, rank, method, *args, **kwargs)
+
+    def spy_call_per_rank(self, method, per_rank_args, **kwargs):
+        crossed.append((method, tensors_in((per_rank_args, kwargs), []), per_rank_args))
+        return call_per_rank(self, method, per_rank_args, **kwargs)
+
+    def spy_get(refs):
+        results = get(refs)
+        crossed.append(("<result>", tensors_in(results, []), None))
+        return results
+
+    monkeypatch.setattr(WorkerGroup, "call", spy_call)
+    monkeypatch.setattr(WorkerGroup, "call_on", spy_call_on)
+    monkeypatch.setattr(WorkerGroup, "call_per_rank", spy_call_per_rank)
+    monkeypatch.setattr(WorkerGroup, "get", staticmethod(spy_get))
+    model_dir = make_tiny_model_dir(tmp_path / "model", qwen_math_tokenizer)
+    cfg = tiny_train_config(model_dir, tmp_path / "run", "cluster.cpu_ranks_per_node=2", "grpo.max_num_steps=2")
+    run_grpo(cfg)
+    from transformers import AutoModelForCausalLM
+
+    weight_shapes = {tuple(p.shape) for p in AutoModelForCausalLM.from_pretrained(model_dir).parameters()}
+    assert {m for m, _, _ in crossed} >= {"refit", "generate", "train"}
+    refits = [args for m, _, args in crossed if m == "refit"]
+    assert len(refits) == 2 and all(args in ((0,), (1,)) for args in refits)  # before steps 1 and 2: a version
+    shapes = [(m, tuple(t.shape)) for m, ts, _ in crossed for t in ts]
+    assert shapes, "no batch crossed: the spy saw nothing"
+    assert not [s for s in shapes if s[1] in weight_shapes and len(s[1]) == 2], shapes
+    rows = [json.loads(line) for line in (tmp_path / "run" / "logs" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
