@@ -21,6 +21,8 @@ def full_tensor(param: torch.Tensor, device: torch.device) -> torch.Tensor:
     data = param.data if isinstance(param, torch.nn.Parameter) else param
     if not isinstance(data, DTensor):
         return data.detach().to(device)
+    if data.device_mesh.size() == 1 and data.to_local().shape == data.shape:  # one rank holds it all: no copy
+        return data.to_local().detach().to(device)
     if data.device != device:
         data = DTensor.from_local(data.to_local().to(device), data.device_mesh, data.placements,
                                   shape=data.shape, stride=data.stride())
