@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 from typing import Any
 
 import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from nemo_grpo.distributed.ports import free_port
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +39,6 @@ def _forward_env(key: str) -> bool:
         "RAY_ENABLE_UV_RUN_RUNTIME_ENV", "CUDA_VISIBLE_DEVICES")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @ray.remote(num_cpus=0)
 def _node_address_and_port() -> tuple[str, int]:
     return ray.util.get_node_ip_address(), free_port()
@@ -53,7 +48,7 @@ class WorkerGroup:
     """`world_size` actors of one class, one per placement-group bundle, called together."""
 
     def __init__(self, cls: type, world_size: int, *, gpus_per_worker: float, cpus_per_worker: float,
-                 init_args: Any = (), init_kwargs: dict[str, Any] | None = None):
+                 init_args: Any = (), init_kwargs: dict[str, Any] | None = None, env_vars: dict[str, str] | None = None):
         bundle = {"CPU": cpus_per_worker, **({"GPU": gpus_per_worker} if gpus_per_worker else {})}
         self.placement = placement_group([dict(bundle) for _ in range(world_size)], strategy="PACK")
         ray.get(self.placement.ready(), timeout=300)
@@ -64,6 +59,7 @@ class WorkerGroup:
         self.actors = [
             remote_cls.options(
                 num_cpus=cpus_per_worker, num_gpus=gpus_per_worker,
+                **({"runtime_env": {"env_vars": env_vars}} if env_vars else {}),
                 scheduling_strategy=PlacementGroupSchedulingStrategy(self.placement, placement_group_bundle_index=rank),
             ).remote(rank, world_size, address, port, *init_args, **(init_kwargs or {}))
             for rank in range(world_size)
@@ -74,11 +70,18 @@ class WorkerGroup:
         """The same call on every rank; returns object refs in rank order."""
         return [getattr(actor, method).remote(*args, **kwargs) for actor in self.actors]
 
+    def call_on(self, rank: int, method: str, *args: Any, **kwargs: Any) -> ray.ObjectRef:
+        return getattr(self.actors[rank], method).remote(*args, **kwargs)
+
     def call_per_rank(self, method: str, per_rank_args: list[tuple], **kwargs: Any) -> list[ray.ObjectRef]:
         return [getattr(actor, method).remote(*args, **kwargs) for actor, args in zip(self.actors, per_rank_args)]
 
     def run(self, method: str, *args: Any, **kwargs: Any) -> list[Any]:
         return ray.get(self.call(method, *args, **kwargs))
+
+    @staticmethod
+    def get(refs: Any) -> Any:
+        return ray.get(refs)
 
     def shutdown(self) -> None:
         try:

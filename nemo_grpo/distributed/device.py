@@ -27,4 +27,4 @@ def check_placeable(requested: dict[str, float], available: dict[str, float]) ->
         asked = ", ".join(f"{v:g} {k}" for k, v in requested.items() if v)
         have = ", ".join(f"{available.get(k, 0.0):g} {k}" for k in requested)
         raise ConfigError(f"the run asks for {asked} but the Ray cluster has {have}: lower cluster.gpus_per_node / "
-                          "cluster.num_nodes / cluster.cpus_per_worker (or generation.num_gpus), or add nodes")
+                          "cluster.num_nodes / cluster.cpu_ranks_per_node / cluster.cpus_per_worker, or add nodes")

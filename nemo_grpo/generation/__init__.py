@@ -11,7 +11,7 @@ import logging
 from typing import Any
 
 from nemo_grpo.generation.interface import GenerationBackend, Rollout, SamplingParams
-from nemo_grpo.generation.worker import available_backend, make_backend
+from nemo_grpo.generation.engine import available_backend, make_backend
 
 log = logging.getLogger(__name__)
 

@@ -36,8 +36,8 @@ class GenerationConfig:
     top_k: int | None = None
     max_new_tokens: int | None = None
     stop_strings: list[str] = field(default_factory=list)
+    # Every policy rank samples with its own engine on its own device (false is refused).
     colocated: bool = True
-    num_gpus: int = 0
     vllm: VllmConfig = field(default_factory=VllmConfig)
 
     def validate(self) -> None:

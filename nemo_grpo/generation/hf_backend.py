@@ -1,9 +1,11 @@
 """Generation with Hugging Face `generate`: the fallback backend, and the reference for vLLM.
 
-Prompts are left-padded into one batch (each repeated `n` times) and sampled in micro-batches.
-The log-prob of each sampled token is taken from the raw logits divided by the temperature (the
-same distribution the trainer scores), not from the top-p / top-k filtered one. Sampling is
-seeded from `params.seed`, so a given seed reproduces the same responses.
+Each prompt's `n` responses are sampled as one batch (in micro-batches of at most
+`micro_batch_size` rows), seeded from (`params.seed`, the prompt's index in the whole request): a
+given seed reproduces the same responses, however the prompts are split over engines. The
+process's own random state is left as it was. The log-prob of each sampled token is taken from the
+raw logits divided by the temperature (the same distribution the trainer scores), not from the
+top-p / top-k filtered one.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import time
 import torch
 from transformers import AutoModelForCausalLM
 
-from nemo_grpo.generation.interface import GenerationStats, Rollout, SamplingParams
+from nemo_grpo.generation.interface import GenerationStats, Rollout, SamplingParams, WeightChunks, request_seed
 
 
 class HFGenerationBackend:
@@ -33,12 +35,15 @@ class HFGenerationBackend:
     @torch.no_grad()
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Rollout]:
         start = time.perf_counter()
-        requests = [(i, ids) for i, ids in enumerate(prompts) for _ in range(params.n)]
         stop_ids = self._stop_ids(params)
-        torch.manual_seed(params.seed)
         rollouts: list[Rollout] = []
-        for lo in range(0, len(requests), self.micro_batch_size):
-            rollouts.extend(self._generate_batch(requests[lo : lo + self.micro_batch_size], params, stop_ids))
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            for i, ids in enumerate(prompts):
+                torch.manual_seed(request_seed(params.seed, params.prompt_offset + i, 0))
+                requests = [(i, ids)] * params.n
+                for lo in range(0, len(requests), self.micro_batch_size):
+                    rollouts.extend(self._generate_batch(requests[lo : lo + self.micro_batch_size], params, stop_ids))
         self.last_stats = GenerationStats(
             backend=self.name, num_tokens=sum(len(r.response_ids) for r in rollouts),
             seconds=time.perf_counter() - start,
@@ -104,10 +109,26 @@ class HFGenerationBackend:
     def update_weights(self, state_dict: dict[str, torch.Tensor], *, version: int | None = None) -> float:
         if version is not None and version == self.version:
             return 0.0
+        return self.load_weight_chunks([list(state_dict.items())], version=version)
+
+    @torch.no_grad()
+    def load_weight_chunks(self, chunks: WeightChunks, *, version: int | None = None) -> float:
+        """Copy each chunk into the model's parameters as it arrives (in their dtype and device)."""
         start = time.perf_counter()
-        missing, unexpected = self.model.load_state_dict(state_dict, strict=False)
+        params = dict(self.model.named_parameters(remove_duplicate=False))
+        buffers = dict(self.model.named_buffers())
         tied = getattr(self.model.config, "tie_word_embeddings", False)
-        missing = [k for k in missing if not (tied and k == "lm_head.weight")]
+        expected = {k for k in params if not (tied and k == "lm_head.weight")}
+        loaded, unexpected = set(), []
+        for chunk in chunks:
+            for name, tensor in chunk:
+                target = params.get(name, buffers.get(name))
+                if target is None or target.shape != tensor.shape:
+                    unexpected.append(name)
+                    continue
+                target.copy_(tensor)
+                loaded.add(name)
+        missing = sorted(expected - loaded)
         if missing or unexpected:
             raise RuntimeError(f"weight refit mismatch: missing {missing[:5]}, unexpected {unexpected[:5]}")
         self.version = version

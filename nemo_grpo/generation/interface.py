@@ -7,6 +7,8 @@ distribution (what the trainer's loss compares against), and why it stopped.
 
 from __future__ import annotations
 
+import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
@@ -23,6 +25,18 @@ class SamplingParams:
     stop_token_ids: tuple[int, ...] = ()
     stop_strings: tuple[str, ...] = ()
     seed: int = 0  # base seed; backends derive a distinct stream per prompt and sample
+    # The index of prompts[0] in the whole request. Seeds follow the whole request's prompt index,
+    # so splitting a request over several engines does not change what is sampled.
+    prompt_offset: int = 0
+
+
+def request_seed(base_seed: int, prompt_index: int, sample_index: int) -> int:
+    """A distinct, reproducible sampling seed per (base seed, prompt of the whole request, sample)."""
+    return zlib.crc32(f"{base_seed}:{prompt_index}:{sample_index}".encode()) & 0x7FFFFFFF
+
+
+# Weights for a refit: consecutive chunks of (HF parameter name, full tensor), each chunk bounded in bytes.
+WeightChunks = Iterable[list[tuple[str, torch.Tensor]]]
 
 
 @dataclass
@@ -58,6 +72,12 @@ class GenerationBackend(Protocol):
     def update_weights(self, state_dict: dict[str, torch.Tensor], *, version: int | None = None) -> float:
         """Load new policy weights (full, unsharded tensors keyed by HF parameter names); nothing to do
         when `version` equals the one already loaded. Returns the seconds spent."""
+        ...
+
+    def load_weight_chunks(self, chunks: WeightChunks, *, version: int | None = None) -> float:
+        """`update_weights` from a stream of chunks, each loaded as it arrives (the caller gathers
+        the next one meanwhile, so no full copy of the weights is ever held). The caller checks
+        `version` first: the stream is consumed whole."""
         ...
 
     def sleep(self) -> None:

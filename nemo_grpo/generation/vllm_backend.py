@@ -5,8 +5,9 @@
     rollouts = backend.generate(prompt_ids, SamplingParams(n=8, seed=step, ...))
     backend.shutdown()
 
-On CPU the engine runs in the caller's process by default (`vllm.in_process`), which starts in
-seconds and lets refit pass tensors without copies. vLLM-CPU then binds torch's OpenMP threads and
+In a training run the engine lives in each policy rank's process (`in_process=True`): refit
+hands it the rank's gathered tensors on the rank's own device, with no copy through another
+process. Evaluation on GPU runs it in an engine process by default (`vllm.in_process`). vLLM-CPU then binds torch's OpenMP threads and
 replaces `torch.set_num_threads` with a no-op for the rest of the process: the trainer in the same
 process runs with the threads the engine chose (see docs/generation.md).
 """
@@ -18,15 +19,14 @@ import logging
 import os
 import tempfile
 import time
-import zlib
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from nemo_grpo.generation.config import GenerationConfig
-from nemo_grpo.generation.interface import GenerationStats, Rollout, SamplingParams
-from nemo_grpo.generation.vllm_refit import EXTENSION_CLS, chunk_state_dict, pack_chunk
+from nemo_grpo.generation.interface import GenerationStats, Rollout, SamplingParams, WeightChunks, request_seed
+from nemo_grpo.generation.vllm_refit import EXTENSION_CLS, chunk_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +47,6 @@ def kv_cache_bytes(hf_config: Any, *, dtype_bytes: int, sequences: int, max_mode
     per_token = text.num_hidden_layers * 2 * kv_heads * head_dim * dtype_bytes
     tokens = -(-max_model_len // KV_BLOCK_TOKENS) * KV_BLOCK_TOKENS
     return max(KV_FLOOR_BYTES, int(max(1, sequences) * tokens * per_token * KV_MARGIN))
-
-
-def request_seed(base_seed: int, prompt_index: int, sample_index: int) -> int:
-    """A distinct, reproducible sampling seed per (base seed, prompt, sample)."""
-    return zlib.crc32(f"{base_seed}:{prompt_index}:{sample_index}".encode()) & 0x7FFFFFFF
 
 
 @contextlib.contextmanager
@@ -83,9 +78,13 @@ class VllmGenerationBackend:
         max_model_len: int | None = None,
         load_format: str = "dummy",
         max_sequences: int | None = None,
+        in_process: bool | None = None,
+        sleep_mode: bool = False,
     ) -> None:
         """`max_sequences`: the most sequences the caller generates at once; on CPU it sizes the KV
-        cache when neither `generation.vllm.kv_cache_memory_bytes` nor VLLM_CPU_KVCACHE_SPACE is set."""
+        cache when neither `generation.vllm.kv_cache_memory_bytes` nor VLLM_CPU_KVCACHE_SPACE is set.
+        `in_process`: overrides `generation.vllm.in_process` (a policy rank's engine is always in
+        its process); `sleep_mode`: on GPU, `sleep` releases the engine's memory while the policy trains."""
         try:
             import vllm
         except ImportError as exc:  # pragma: no cover - depends on the installed extra
@@ -96,7 +95,10 @@ class VllmGenerationBackend:
         self._torch_threads = (torch.set_num_threads, torch.get_num_threads())
         self.on_gpu = device == "cuda"
         vcfg = cfg.vllm
-        self.in_process = (not self.on_gpu) if vcfg.in_process is None else vcfg.in_process
+        if in_process is None:
+            in_process = (not self.on_gpu) if vcfg.in_process is None else vcfg.in_process
+        self.in_process = in_process
+        self.sleep_mode = sleep_mode and self.on_gpu
         self.refit_path = self._choose_refit_path()
         self._tmp: tempfile.TemporaryDirectory | None = None
         model_dir = self._model_dir(model_path_or_config)
@@ -132,11 +134,7 @@ class VllmGenerationBackend:
         if vcfg.compilation_config:
             kwargs["compilation_config"] = dict(vcfg.compilation_config)
         env: dict[str, str] = {}
-        if self.refit_path in ("ipc", "nccl"):
-            kwargs["weight_transfer_config"] = {"backend": self.refit_path}
-        if self.refit_path == "ipc":
-            env["VLLM_ALLOW_INSECURE_SERIALIZATION"] = "1"  # IPC handles travel pickled to the engine process
-        if self.on_gpu and cfg.colocated:
+        if self.sleep_mode:
             kwargs["enable_sleep_mode"] = True
         if not self.on_gpu:
             # vLLM-CPU cannot rewind a seeded request's CPU generator after a partial prefill
@@ -155,7 +153,6 @@ class VllmGenerationBackend:
         with _env(env):
             self.llm = vllm.LLM(**kwargs)
         self.start_seconds = time.perf_counter() - t0
-        self._gpu_sender = None
         self._asleep: set[str] = set()  # vLLM sleep-mode tags currently released
         log.info(
             "vLLM engine started in %.1f s (%s, refit path %s, weights %s)",
@@ -164,13 +161,10 @@ class VllmGenerationBackend:
 
     # -- setup -------------------------------------------------------------------------------
     def _choose_refit_path(self) -> str:
-        """rpc-tensors / rpc-bytes: the worker extension, with tensors (engine in this process)
-        or safetensors bytes (CPU engine process); ipc / nccl: vLLM's GPU transfer engines."""
-        if self.in_process:
-            return "rpc-tensors"
-        if not self.on_gpu:
-            return "rpc-bytes"
-        return "ipc" if self.cfg.colocated else "nccl"
+        """The worker extension with the tensors themselves (engine in this process, CPU or GPU);
+        an engine in its own process (evaluation on GPU) samples the weights it loaded and is
+        never refit."""
+        return "rpc-tensors" if self.in_process else "none"
 
     def _model_dir(self, model_path_or_config: Any) -> Path:
         """A folder vLLM can read the architecture from (weights may be absent: dummy load)."""
@@ -203,7 +197,7 @@ class VllmGenerationBackend:
                     max_tokens=params.max_new_tokens,
                     stop_token_ids=list(params.stop_token_ids) or None,
                     stop=list(params.stop_strings) or None,
-                    seed=request_seed(params.seed, p_idx, s_idx),
+                    seed=request_seed(params.seed, params.prompt_offset + p_idx, s_idx),
                     logprobs=0,
                 ))
                 owners.append(p_idx)
@@ -229,17 +223,26 @@ class VllmGenerationBackend:
         one last loaded, nothing is sent: the weights are not stale. Returns the seconds spent."""
         if version is not None and version == self.version:
             return 0.0
-        self.wake_up(tags=["weights"])  # colocated GPU: weights back first, the KV cache stays free
-        if self.tied:  # the engine's lm_head is the embedding; never send a second copy
-            state_dict = {k: v for k, v in state_dict.items() if k != "lm_head.weight"}
-        t0 = time.perf_counter()
-        chunk_bytes = int(self.cfg.vllm.refit_chunk_mb) * 2**20
-        if self.refit_path in ("ipc", "nccl"):
-            from nemo_grpo.generation.vllm_gpu_refit import send_weights_gpu
+        return self.load_weight_chunks(chunk_state_dict(state_dict, int(self.cfg.vllm.refit_chunk_mb) * 2**20),
+                                       version=version)
 
-            self._gpu_sender = send_weights_gpu(self.llm, self.refit_path, state_dict, chunk_bytes, self._gpu_sender)
-        else:
-            self._refit_rpc(state_dict, chunk_bytes)
+    def load_weight_chunks(self, chunks: WeightChunks, *, version: int | None = None) -> float:
+        """Load weights chunk by chunk into the running engine (vLLM's layerwise in-place reload):
+        each chunk is processed as it arrives. A tied model's `lm_head.weight` is skipped (the
+        engine's head is its embedding)."""
+        if not self.in_process:
+            raise RuntimeError("vLLM refit needs the engine in this process (generation.vllm.in_process: true); "
+                               "an engine process samples the weights it started with")
+        self.wake_up(tags=["weights"])  # GPU: weights back first, the KV cache stays free
+        t0 = time.perf_counter()
+        self.llm.collective_rpc("nemo_refit_begin")
+        for chunk in chunks:
+            chunk = [(n, t) for n, t in chunk if not (self.tied and n == "lm_head.weight")]
+            if chunk:
+                self.llm.collective_rpc("nemo_refit_chunk", args=([(n, t.detach()) for n, t in chunk],))
+        missing = self.llm.collective_rpc("nemo_refit_finish")[0]
+        if missing:
+            raise RuntimeError(f"vLLM refit: the weights lack {len(missing)} parameters, e.g. {missing[:3]}")
         self.llm.reset_prefix_cache()  # cached KV was computed with the old weights
         self.version = version
         self.has_real_weights = True
@@ -247,23 +250,11 @@ class VllmGenerationBackend:
         self.stats.extra["refit_seconds"] = seconds
         return seconds
 
-    def _refit_rpc(self, state_dict: dict[str, torch.Tensor], chunk_bytes: int) -> None:
-        self.llm.collective_rpc("nemo_refit_begin")
-        for chunk in chunk_state_dict(state_dict, chunk_bytes):
-            if self.refit_path == "rpc-tensors":
-                payload: Any = [(n, t.detach()) for n, t in chunk]
-            else:
-                payload = pack_chunk(chunk)
-            self.llm.collective_rpc("nemo_refit_chunk", args=(payload,))
-        missing = self.llm.collective_rpc("nemo_refit_finish")[0]
-        if missing:
-            raise RuntimeError(f"vLLM refit: the state dict lacks {len(missing)} parameters, e.g. {missing[:3]}")
-
-    # -- colocated GPU memory ----------------------------------------------------------------
+    # -- GPU memory shared with the policy ----------------------------------------------------------------
     def sleep(self) -> None:
-        """Colocated GPU: release the weights (offloaded to host memory) and the KV cache so the
-        policy can train. No-op on CPU and in separate mode."""
-        if self.on_gpu and self.cfg.colocated and not self._asleep:
+        """GPU (`sleep_mode`): release the weights (offloaded to host memory) and the KV cache so
+        the policy can train. No-op on CPU."""
+        if self.sleep_mode and not self._asleep:
             self.llm.sleep(level=1)
             self._asleep = {"weights", "kv_cache"}
 
@@ -279,6 +270,12 @@ class VllmGenerationBackend:
         if llm is not None:
             with contextlib.suppress(Exception):
                 llm.llm_engine.engine_core.shutdown()
+            if self.in_process:  # vLLM's process-wide groups: the next engine of this process builds its own
+                from vllm.distributed import destroy_distributed_environment, destroy_model_parallel
+
+                with contextlib.suppress(Exception):
+                    destroy_model_parallel()
+                    destroy_distributed_environment()
             self.llm = None
             set_threads, threads = self._torch_threads
             torch.set_num_threads = set_threads

@@ -1,19 +1,15 @@
 """Weight refit into a running vLLM engine: the worker extension and the trainer-side senders.
 
-Three paths, chosen by `VllmGenerationBackend` (see docs/generation.md):
+`RefitWorkerExtension` methods run inside vLLM's worker through `LLM.collective_rpc`. A refit is a
+session: `nemo_refit_begin`, then `nemo_refit_chunk` once per chunk of (name, tensor) pairs, then
+`nemo_refit_finish`. It uses vLLM's layerwise in-place reload (the machinery behind the built-in
+`reload_weights`), so each chunk is loaded and processed as it arrives.
 
-* CPU (tested here): `RefitWorkerExtension` methods run inside vLLM's worker through
-  `LLM.collective_rpc`. A refit is a session: `nemo_refit_begin`, then `nemo_refit_chunk` once per
-  chunk of (name, tensor) pairs, then `nemo_refit_finish`. It uses vLLM's layerwise in-place
-  reload (the machinery behind the built-in `reload_weights`), so each chunk is loaded and
-  processed as it arrives. In-process engines receive the tensors themselves; an engine in its
-  own process receives each chunk as safetensors bytes (tensors do not survive that RPC).
-  `nemo_refit_finish` re-ties `lm_head` to the embedding for tied models: vLLM-CPU repacks
-  `lm_head` at start, and the in-place reload leaves it holding stale (dummy) weights.
-* GPU, colocated: vLLM 0.32's CUDA-IPC weight-transfer engine (`weight_transfer_config`
-  backend "ipc"), packed into bounded buffers. Untested on hardware in this project.
-* GPU, separate: vLLM 0.32's NCCL weight-transfer engine (backend "nccl"), packed and
-  double-buffered. Untested on hardware in this project.
+The engine runs in the caller's process (every training run: in the policy rank's process) and
+receives the tensors themselves, on the rank's device (CPU, or its GPU): no copy, no serialization.
+
+`nemo_refit_finish` re-ties `lm_head` to the embedding for tied models: vLLM-CPU repacks `lm_head`
+at start, and the in-place reload leaves it holding stale (dummy) weights.
 """
 
 from __future__ import annotations
@@ -52,21 +48,6 @@ def chunk_state_dict(state_dict: dict[str, torch.Tensor], chunk_bytes: int) -> I
         yield chunk
 
 
-def pack_chunk(chunk: list[tuple[str, torch.Tensor]]) -> bytes:
-    """One chunk as safetensors bytes, for an engine that runs in another process."""
-    from safetensors.torch import save
-
-    return save({name: t.detach().to("cpu").contiguous() for name, t in chunk})
-
-
-def unpack_chunk(payload: bytes | list[tuple[str, torch.Tensor]]) -> list[tuple[str, torch.Tensor]]:
-    if isinstance(payload, (bytes, bytearray)):
-        from safetensors.torch import load
-
-        return list(load(bytes(payload)).items())
-    return list(payload)
-
-
 class RefitWorkerExtension:
     """Mixed into vLLM's worker class (`worker_extension_cls`); methods are called by name
     through `LLM.collective_rpc`. `self` is the vLLM worker."""
@@ -79,8 +60,8 @@ class RefitWorkerExtension:
             initialize_layerwise_reload(self.model_runner.get_model())
 
     def nemo_refit_chunk(self, payload: Any) -> int:
-        """Load one chunk (tensors in-process, safetensors bytes across processes)."""
-        weights = unpack_chunk(payload)
+        """Load one chunk of (name, tensor) pairs (the engine runs in the caller's process)."""
+        weights = list(payload)
         model = self.model_runner.get_model()
         with self._nemo_config():
             loaded = model.load_weights(iter(weights))

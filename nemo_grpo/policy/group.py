@@ -1,12 +1,14 @@
-"""The driver's handle on the policy ranks: shards batches, calls every rank, merges results."""
+"""The driver's handle on the policy ranks: shards batches and prompts, calls every rank, merges
+results. The ranks are Ray actors (`launcher="ray"`) or one object in this process (`"local"`)."""
 
 from __future__ import annotations
 
-import ray
+import dataclasses
+
 import torch
 
 from nemo_grpo.algorithms.minibatch import concat, distribute, minibatch_normalizer, split_minibatches, trainable_rows
-from nemo_grpo.distributed.cluster import WorkerGroup
+from nemo_grpo.generation.interface import Rollout, SamplingParams
 from nemo_grpo.logging.metrics import merge_rank_metrics
 from nemo_grpo.algorithms.batch import TrainBatch, split_even
 from nemo_grpo.algorithms.packing import packed_shares
@@ -15,11 +17,50 @@ from nemo_grpo.policy.worker import PolicyWorker
 
 class PolicyGroup:
     def __init__(self, world_size: int, policy_cfg, loss_cfg, *, gpus_per_worker: float, cpus_per_worker: float,
-                 **worker_kwargs):
-        self.world_size, self.policy_cfg = world_size, policy_cfg
-        self.workers = WorkerGroup(PolicyWorker, world_size, gpus_per_worker=gpus_per_worker,
-                                   cpus_per_worker=cpus_per_worker, init_args=(policy_cfg, loss_cfg),
-                                   init_kwargs=worker_kwargs)
+                 launcher: str = "ray", env_vars: dict[str, str] | None = None, **worker_kwargs):
+        self.world_size, self.policy_cfg, self.launcher = world_size, policy_cfg, launcher
+        if launcher == "local":
+            from nemo_grpo.distributed.local import LocalWorkerGroup
+
+            if world_size != 1:
+                raise ValueError(f"the local launcher runs one rank, not {world_size}")
+            self.workers = LocalWorkerGroup(PolicyWorker, init_args=(policy_cfg, loss_cfg), init_kwargs=worker_kwargs)
+        else:
+            from nemo_grpo.distributed.cluster import WorkerGroup
+
+            self.workers = WorkerGroup(PolicyWorker, world_size, gpus_per_worker=gpus_per_worker,
+                                       cpus_per_worker=cpus_per_worker, init_args=(policy_cfg, loss_cfg),
+                                       init_kwargs=worker_kwargs, env_vars=env_vars)
+        self.get = self.workers.get
+
+    # ---- generation: every rank's engine -------------------------------------------------------
+    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Rollout]:
+        """Whole prompts (with their `n` responses) to the ranks in balanced contiguous shares,
+        each sampled by the rank's own engine; the rollouts come back in prompt order. Seeds
+        follow each prompt's index in the whole request, so the split does not change them."""
+        calls = [(rank, part) for rank, part in enumerate(split_even(len(prompts), self.world_size))
+                 if part.stop > part.start]
+        outs = self.get([self.workers.call_on(rank, "generate", prompts[part.start : part.stop],
+                                              dataclasses.replace(params, prompt_offset=params.prompt_offset + part.start))
+                         for rank, part in calls])
+        rollouts = []
+        for out, (_, part) in zip(outs, calls):
+            for rollout in out:
+                rollout.prompt_index += part.start
+                rollouts.append(rollout)
+        return rollouts
+
+    def refit(self, version: int) -> dict[str, float]:
+        """Every rank gathers its shards into its own engine (skipped where the engine has
+        `version`). Returns the slowest rank's seconds and the bytes each rank gathered."""
+        outs = self.workers.run("refit", version)
+        return {"seconds": max(o["seconds"] for o in outs), "bytes": outs[0]["bytes"]}
+
+    def sleep_engines(self) -> None:
+        self.workers.run("sleep_engine")
+
+    def engine_name(self) -> str:
+        return self.workers.run("engine_name")[0]
 
     def logprobs(self, batch: TrainBatch, *, reference: bool = False) -> torch.Tensor:
         """[B, T-1] log-probs of the whole batch; every rank runs the same number of forwards."""
@@ -27,7 +68,7 @@ class PolicyGroup:
         budget = self.policy_cfg.max_tokens_per_micro_batch
         if budget is not None:  # packed: rows go to ranks by tokens, then come back to their place
             packed = packed_shares(batch, self.world_size, budget)
-            outs = ray.get(self.workers.call_per_rank("logprobs", [(p.batch, p.sizes) for p in packed],
+            outs = self.get(self.workers.call_per_rank("logprobs", [(p.batch, p.sizes) for p in packed],
                                                       reference=reference))
             for out, share in zip(outs, packed):
                 for pos, row in enumerate(share.rows):
@@ -37,7 +78,7 @@ class PolicyGroup:
             return result
         size = self.policy_cfg.logprob_micro_batch_size or self.policy_cfg.train_micro_batch_size
         shares = distribute(batch, self.world_size, size)
-        outs = ray.get(self.workers.call_per_rank("logprobs", [(s,) for s in shares], reference=reference))
+        outs = self.get(self.workers.call_per_rank("logprobs", [(s,) for s in shares], reference=reference))
         for out, part in zip(outs, split_even(len(batch), self.world_size)):
             count = part.stop - part.start
             result[part.start : part.stop, : out.shape[1]] = out[:count]
@@ -65,7 +106,7 @@ class PolicyGroup:
                     per_rank[rank].append(share)
                     sizes[rank].append(plan)
         skipped_sums = self._stats_of(skipped)  # before the update, like the first minibatch's
-        outs = ray.get(self.workers.call_per_rank("train", [(mbs, normalizers, plans)
+        outs = self.get(self.workers.call_per_rank("train", [(mbs, normalizers, plans)
                                                             for mbs, plans in zip(per_rank, sizes)]))
         metrics = merge_rank_metrics(outs)
         metrics["trained_fraction"] = kept / (len(batch) * ppo_epochs)
@@ -83,7 +124,7 @@ class PolicyGroup:
             return {"entropy": 0.0, "token_mult_prob_error": 0.0, "gen_kl_error": 0.0, "tokens": 0.0}
         rows = concat(batches)
         size = self.policy_cfg.logprob_micro_batch_size or self.policy_cfg.train_micro_batch_size
-        outs = ray.get(self.workers.call_per_rank("forward_stats", self._shares(rows, size)))
+        outs = self.get(self.workers.call_per_rank("forward_stats", self._shares(rows, size)))
         return {key: sum(o[key] for o in outs) for key in outs[0]}
 
     def _shares(self, batch: TrainBatch, size: int) -> list[tuple[TrainBatch | None, list[int] | None]]:
@@ -93,12 +134,6 @@ class PolicyGroup:
             return [(share, None) for share in distribute(batch, self.world_size, size)]
         return [(p.batch, p.sizes) for p in packed_shares(batch, self.world_size, budget)]
 
-    def state_dict_ref(self) -> ray.ObjectRef:
-        """Rank 0's full weights as an object ref (the driver never fetches them)."""
-        refs = self.workers.call("full_state_dict")
-        ray.get(refs[1:])  # the gather is a collective: wait for every rank
-        return refs[0]
-
     def save(self, step_dir: str) -> None:
         self.workers.run("save_checkpoint", step_dir)
 
@@ -107,7 +142,7 @@ class PolicyGroup:
         return self.workers.run("load_checkpoint", step_dir)[0]
 
     def fingerprint(self) -> dict:
-        return ray.get(self.workers.actors[0].get_fingerprint.remote())
+        return self.workers.run("get_fingerprint")[0]
 
     def shutdown(self) -> None:
         self.workers.shutdown()

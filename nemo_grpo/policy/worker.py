@@ -1,7 +1,9 @@
 """One policy rank: an FSDP2-sharded HF model, its optimizer, and the train / log-prob / save calls.
 
-The driver creates one `PolicyWorker` per rank (as Ray actors, see `nemo_grpo.distributed`) and
-calls every method on all ranks at once. Each rank receives its own shard of the batch; the loss
+The driver creates one `PolicyWorker` per rank (Ray actors, or one object in the driver's process
+with `cluster.launcher: local`; see `nemo_grpo.distributed`) and calls every method on all ranks
+at once. Each rank also owns a generation engine (`engine`): it samples the rank's share of the
+prompts, and `refit` gathers the rank's shards straight into it, on the rank's device. Each rank receives its own shard of the batch; the loss
 of each micro-batch is normalised by counts of the WHOLE optimisation batch (over micro-batches
 and ranks, computed by the driver), so the gradients add up to exactly the full-batch gradient.
 """
@@ -30,6 +32,9 @@ from nemo_grpo.algorithms.policy_loss import LossBatch, policy_loss
 from nemo_grpo.algorithms.numerics import gen_train_kl, token_mult_prob_error
 from nemo_grpo.algorithms.batch import TrainBatch
 from nemo_grpo.algorithms.packing import pack, pack_layout, plan_packed, row_lengths, unpack
+from nemo_grpo.generation.engine import EngineSpec, start_engine
+from nemo_grpo.generation.interface import Rollout, SamplingParams
+from nemo_grpo.models.precision import torch_dtype
 from nemo_grpo.policy.fused_head import causal_logprobs_and_entropy
 from nemo_grpo.policy.model import load_hf_model, lr_lambda, make_optimizer, model_fingerprint, shard_model
 from nemo_grpo.policy.packed_attention import PACKED_ATTENTION
@@ -38,7 +43,7 @@ from nemo_grpo.policy.packed_attention import PACKED_ATTENTION
 class PolicyWorker:
     def __init__(self, rank: int, world_size: int, master_addr: str, master_port: int, policy_cfg, loss_cfg,
                  *, device: str, temperature: float, total_optimizer_steps: int, seed: int, need_reference: bool,
-                 num_threads: int | None = None):
+                 num_threads: int | None = None, engine: EngineSpec | None = None):
         self.rank, self.world_size = rank, world_size
         self.policy_cfg, self.loss_cfg, self.temperature = policy_cfg, loss_cfg, temperature
         on_gpu = device == "cuda"
@@ -60,6 +65,9 @@ class PolicyWorker:
         if need_reference:
             self.reference = self._load(policy_cfg.model_name)
             self.reference.requires_grad_(False)
+        # After the process group: an in-process vLLM joins this world (each rank its own engine).
+        self.engine = start_engine(engine, device=device) if engine is not None else None
+        self.engine_spec = engine
 
     def _load(self, model_name: str) -> torch.nn.Module:
         model = load_hf_model(model_name, device=self.device)
@@ -214,6 +222,41 @@ class PolicyWorker:
         self.optimizer.step()
         return float(norm)
 
+    # ---- generation: this rank's engine ------------------------------------------------------
+    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Rollout]:
+        """Sample this rank's share of a request (`params.prompt_offset`: where it starts)."""
+        return self._engine().generate(prompts, params)
+
+    def refit(self, version: int) -> dict[str, float]:
+        """Load the current weights into this rank's engine, gathered from the shards chunk by chunk
+        on this rank's device (a collective: call on every rank). Skipped when the engine already
+        has `version`. Returns the seconds and the bytes gathered."""
+        engine = self._engine()
+        if engine.version == version:
+            return {"seconds": 0.0, "bytes": 0.0}
+        from nemo_grpo.policy.refit import weight_chunks
+
+        start = time.perf_counter()
+        spec = self.engine_spec
+        dtype = torch_dtype(spec.precision) if self.device.type == "cuda" else torch.float32
+        counter: dict[str, int] = {}
+        chunks = weight_chunks(self.model, dtype=dtype, device=self.device, counter=counter,
+                               chunk_bytes=int(spec.config.vllm.refit_chunk_mb) * 2**20)
+        engine.load_weight_chunks(chunks, version=version)
+        return {"seconds": time.perf_counter() - start, "bytes": float(counter.get("bytes", 0))}
+
+    def sleep_engine(self) -> None:
+        """GPU: the engine releases its memory while the policy trains (it wakes to generate)."""
+        self._engine().sleep()
+
+    def engine_name(self) -> str:
+        return self._engine().name
+
+    def _engine(self):
+        if self.engine is None:
+            raise RuntimeError("this policy rank was started without a generation engine")
+        return self.engine
+
     # ---- weights out: refit and checkpoints ------------------------------------------------
     def full_state_dict(self) -> dict[str, torch.Tensor] | None:
         """Unsharded weights on CPU, on rank 0 only (a collective: call on every rank)."""
@@ -248,6 +291,9 @@ class PolicyWorker:
         return self.fingerprint
 
     def shutdown(self) -> None:
+        if self.engine is not None:
+            self.engine.shutdown()
+            self.engine = None
         if dist.is_initialized():
             dist.destroy_process_group()
 

@@ -94,9 +94,17 @@ class TrainConfig:
                 f"policy.train_global_batch_size: a step samples {grpo.num_prompts_per_step} x "
                 f"{grpo.num_generations_per_prompt} = {responses} responses, not a multiple of "
                 f"train_global_batch_size={policy.train_global_batch_size}; make it a divisor of {responses}")
-        if not self.generation.colocated and self.cluster.gpus_per_node > 0 and self.generation.num_gpus < 1:
-            raise ValueError("generation.num_gpus: with generation.colocated=false the engine needs GPUs of its own; "
-                             "set generation.num_gpus (e.g. 1) or colocated=true")
+        if not self.generation.colocated:
+            raise ValueError("generation.colocated: false (an engine on GPUs of its own) is not supported: every "
+                             "policy rank samples with its own engine on its own device, and refit never leaves "
+                             "the rank; remove the setting (see docs/generation.md)")
+        if self.generation.vllm.tensor_parallel_size != 1:
+            raise ValueError(f"generation.vllm.tensor_parallel_size: {self.generation.vllm.tensor_parallel_size}, but "
+                             "an engine runs in one policy rank (tensor_parallel_size 1): engines that span several "
+                             "ranks are not supported yet; use 1 (a 1.5B model fits one GPU at 24K tokens)")
+        if self.cluster.world_size > 1 and self.cluster.launcher == "local":
+            raise ValueError(f"cluster.launcher: local runs one rank, but the cluster section asks for "
+                             f"{self.cluster.world_size}; use launcher ray (or auto)")
         check_scored_sets(self.data.validation, "data.validation")
         for key in SAMPLING_KEYS:
             if getattr(self.data.train, key) is not None:

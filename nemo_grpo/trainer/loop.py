@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import ray
 import torch
 
 from nemo_grpo.algorithms.advantages import compute_advantages
@@ -104,7 +104,7 @@ def _run_grpo(cfg: TrainConfig) -> None:
                 loggers.log(metrics)
             except StopNow:
                 raise
-            except ray.exceptions.RayError as exc:
+            except _ray_errors() as exc:
                 if watch.stopped:
                     raise  # a worker died: one line naming it, not Ray's traceback
                 worker = dead_worker(exc, run_actors(run))
@@ -142,16 +142,26 @@ def _run_grpo(cfg: TrainConfig) -> None:
 
 
 def run_actors(run: Run) -> dict[str, Any]:
-    """The run's Ray workers by the names a user reads."""
-    ranks = {f"policy rank {i}": actor for i, actor in enumerate(run.policy.workers.actors)}
-    return {**ranks, "generation engine": run.generation}
+    """The run's Ray workers by the names a user reads (each rank holds its generation engine)."""
+    return {f"policy rank {i}": actor for i, actor in enumerate(run.policy.workers.actors)}
+
+
+def _ray_errors() -> tuple[type[BaseException], ...]:
+    """Ray's errors, when this run uses Ray (a local run never imports it)."""
+    ray = sys.modules.get("ray")
+    return (ray.exceptions.RayError,) if ray is not None and ray.is_initialized() else ()
 
 
 def stop_everything(run: Run | None) -> None:
     """A run ended from outside (a signal, a dead worker): stop every process it started without
     waiting for busy workers (Ray's workers and daemons, the grader processes)."""
-    with contextlib.suppress(Exception):
-        ray.shutdown()
+    if run is not None and run.policy.launcher == "local":
+        with contextlib.suppress(Exception):
+            run.policy.shutdown()  # the rank in this process: its engine and process group
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        with contextlib.suppress(Exception):
+            ray.shutdown()
     shutdown_pool()
 
 
@@ -177,9 +187,9 @@ def checkpoint_due(cfg: TrainConfig, step: int, *, last: bool) -> bool:
 
 
 def generate(run: Run):
-    """The run's engine as a plain generate function."""
+    """The ranks' engines as a plain generate function (each rank samples its share of the prompts)."""
     def call(prompts: list[list[int]], params: SamplingParams) -> list[Rollout]:
-        return ray.get(run.generation.generate.remote(prompts, params))
+        return run.policy.generate(prompts, params)
 
     return call
 
@@ -221,7 +231,7 @@ def grpo_step(run: Run) -> dict[str, Any]:
     group_ids = torch.tensor([r.prompt_index for r in rollouts])
     batch.advantages = compute_advantages(rewards, group_ids, cfg.advantage, batch.mask)
     if run.sleep_engine_while_training:
-        ray.get(run.generation.sleep.remote())
+        run.policy.sleep_engines()
     with _timer(timing, "train"):
         norm_constant = cfg.loss.norm_constant or cfg.max_response_length
         train_metrics = run.policy.train(batch, ppo_epochs=cfg.grpo.ppo_epochs, norm_constant=norm_constant,
@@ -254,8 +264,9 @@ def sampling_params(run: Run) -> SamplingParams:
 
 
 def refit(run: Run) -> None:
-    """Policy rank 0 gathers the full weights; the generation worker loads them from the object store."""
-    ray.get(run.generation.update_weights.remote(run.policy.state_dict_ref(), run.state.step))
+    """Every rank gathers its shards into its own engine, on its own device (nothing passes through
+    the driver or Ray's object store); the step number is the weights' version."""
+    run.policy.refit(run.state.step)
     run.state.weights_stale = False
 
 
@@ -271,12 +282,7 @@ def finish_metrics(run: Run, metrics: dict[str, Any], step_seconds: float) -> di
 
 
 def shutdown(run: Run) -> None:
-    try:
-        ray.get(run.generation.shutdown.remote(), timeout=60)
-    except Exception:  # the engine may already be gone
-        pass
-    ray.kill(run.generation)  # frees its CPUs / GPU share for the next run in this process (curriculum)
-    run.policy.shutdown()
+    run.policy.shutdown()  # the ranks and their engines: frees CPUs / GPUs for the next run (curriculum)
 
 
 def _pad_id(run: Run) -> int:

@@ -1,7 +1,9 @@
-"""Building what a GRPO run needs: data, tokenizer, the device, Ray workers, checkpoints.
+"""Building what a GRPO run needs: data, tokenizer, the device, the policy ranks (each with its
+own generation engine), checkpoints.
 
-The device is decided here, once (`cluster.gpus_per_node`), and passed to every worker; what the
-run asks Ray for is checked against what the cluster has before any worker starts.
+The device is decided here, once (`cluster.gpus_per_node`), and passed to every rank. With
+`cluster.launcher: ray` what the run asks Ray for is checked against what the cluster has before
+any rank starts; with `local` the one rank lives in this process and Ray is never imported.
 """
 
 from __future__ import annotations
@@ -13,17 +15,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import ray
 import torch
 
 from nemo_grpo.checkpoint.manager import CheckpointManager
 from nemo_grpo.data.datasets import load_problems
 from nemo_grpo.data.loader import PromptLoader
 from nemo_grpo.data.prompts import build_prompts
-from nemo_grpo.distributed.cluster import init_ray
 from nemo_grpo.distributed.device import check_placeable, resolve_device
 from nemo_grpo.evals.sets import ScoredSet
-from nemo_grpo.generation.worker import GenerationWorker, available_backend
+from nemo_grpo.generation.engine import EngineSpec, available_backend
 from nemo_grpo.models.source import load_tokenizer, resolve_model_path
 from nemo_grpo.policy.group import PolicyGroup
 from nemo_grpo.trainer.config import TrainConfig
@@ -32,16 +32,12 @@ from nemo_grpo.trainer.validation import engine_max_len, load_validation_sets
 
 log = logging.getLogger(__name__)
 
-ENGINE_START_TIMEOUT_S = 900  # a vLLM engine that has not started by then never will
-
-
 @dataclass
 class Run:
     cfg: TrainConfig
     tokenizer: Any
     loader: PromptLoader
-    policy: PolicyGroup
-    generation: Any  # Ray actor handle of GenerationWorker
+    policy: PolicyGroup  # the ranks, each with its generation engine
     backend: str
     checkpoints: CheckpointManager
     state: RunState
@@ -51,8 +47,8 @@ class Run:
 
     @property
     def sleep_engine_while_training(self) -> bool:
-        """Colocated on GPUs, vLLM frees its memory for the policy while it trains."""
-        return self.backend == "vllm" and self.cfg.generation.colocated and self.device == "cuda"
+        """On GPUs, vLLM frees its memory for the policy while it trains."""
+        return self.backend == "vllm" and self.device == "cuda"
 
 
 def needs_old_logprobs(cfg: TrainConfig) -> bool:
@@ -83,21 +79,20 @@ def load_train_prompts(cfg: TrainConfig, tokenizer) -> list[dict[str, Any]]:
 
 
 def resource_plan(cfg: TrainConfig, device: str) -> dict[str, Any]:
-    """What each policy rank and the generation engine ask Ray for."""
-    world_size = cfg.cluster.num_nodes * cfg.cluster.gpus_per_node if device == "cuda" else 1
-    if device == "cuda":
-        colocated = cfg.generation.colocated
-        rank_gpus, engine_gpus = (0.5, 0.5) if colocated else (1.0, float(cfg.generation.num_gpus))
-    else:
-        rank_gpus = engine_gpus = 0.0
+    """What the run's ranks ask for: one bundle per rank (its engine shares the rank's device and
+    process), and how many torch threads each CPU rank gets."""
+    world_size = cfg.cluster.world_size
+    rank_gpus = 1.0 if device == "cuda" else 0.0
     cpus = cfg.cluster.cpus_per_worker
-    total = {"CPU": cpus * (world_size + 1), "GPU": rank_gpus * world_size + engine_gpus}
-    return {"world_size": world_size, "rank_gpus": rank_gpus, "engine_gpus": engine_gpus, "total": total}
+    threads = None if device == "cuda" else max(1, (os.cpu_count() or 1) // world_size)
+    return {"world_size": world_size, "rank_gpus": rank_gpus, "threads": threads,
+            "launcher": cfg.cluster.resolved_launcher(),
+            "total": {"CPU": cpus * world_size, "GPU": rank_gpus * world_size}}
 
 
 def setup_run(cfg: TrainConfig, *, after_ray_init: Callable[[], None] | None = None) -> Run:
-    """Everything a run needs; `after_ray_init` is called once Ray has started (the preemption
-    handlers go there: `ray.init` sets a SIGTERM handler of its own)."""
+    """Everything a run needs; `after_ray_init` is called once Ray has started, or at once with the
+    local launcher (the preemption handlers go there: `ray.init` sets a SIGTERM handler of its own)."""
     seed_everything(cfg.grpo.seed)
     model_path = resolve_model_path(cfg.policy.model_name)
     tokenizer_path = resolve_model_path(cfg.policy.tokenizer_name, "policy.tokenizer_name") if cfg.policy.tokenizer_name else model_path
@@ -108,39 +103,43 @@ def setup_run(cfg: TrainConfig, *, after_ray_init: Callable[[], None] | None = N
 
     device = resolve_device(cfg.cluster.gpus_per_node)
     plan = resource_plan(cfg, device)
-    world_size = plan["world_size"]
-    init_ray(cfg.cluster.ray_address)
+    world_size, threads = plan["world_size"], plan["threads"]
+    env_vars = None
+    if plan["launcher"] == "ray":
+        import ray
+
+        from nemo_grpo.distributed.cluster import init_ray
+
+        init_ray(cfg.cluster.ray_address)
+        check_placeable(plan["total"], ray.cluster_resources())
+        # in-process vLLM-CPU fixes torch's threads from OMP_NUM_THREADS (Ray sets 1 by default)
+        env_vars = {"OMP_NUM_THREADS": str(threads)} if threads else None
+    elif threads:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
     if after_ray_init is not None:
         after_ray_init()
-    check_placeable(plan["total"], ray.cluster_resources())
-    on_gpu = device == "cuda"
-    threads = None if on_gpu else max(1, (os.cpu_count() or 1) // world_size)
     steps_per_grpo = (cfg.grpo.num_prompts_per_step * cfg.grpo.num_generations_per_prompt
                       // cfg.policy.train_global_batch_size) * cfg.grpo.ppo_epochs
+    engine = EngineSpec(available_backend(cfg.generation.backend), str(model_path), str(tokenizer_path),
+                        cfg.generation, cfg.policy.precision, cfg.grpo.seed, engine_max_len(cfg, validation),
+                        -(-sequences_in_flight(cfg, validation) // world_size))
     policy = PolicyGroup(
         world_size, cfg.policy, cfg.loss, gpus_per_worker=plan["rank_gpus"],
-        cpus_per_worker=cfg.cluster.cpus_per_worker, device=device, temperature=cfg.generation.temperature,
-        total_optimizer_steps=steps_per_grpo * cfg.grpo.max_num_steps, seed=cfg.grpo.seed,
-        need_reference=cfg.loss.needs_reference, num_threads=threads,
+        cpus_per_worker=cfg.cluster.cpus_per_worker, launcher=plan["launcher"], env_vars=env_vars, device=device,
+        temperature=cfg.generation.temperature, total_optimizer_steps=steps_per_grpo * cfg.grpo.max_num_steps,
+        seed=cfg.grpo.seed, need_reference=cfg.loss.needs_reference, num_threads=threads, engine=engine,
     )
-    backend = available_backend(cfg.generation.backend)
-    # Generation and training take turns, so on CPU the engine may use every core while it runs.
-    engine_env = {} if on_gpu else {"env_vars": {"OMP_NUM_THREADS": str(os.cpu_count() or 1)}}
-    generation = ray.remote(GenerationWorker).options(
-        num_cpus=cfg.cluster.cpus_per_worker, num_gpus=plan["engine_gpus"], runtime_env=engine_env,
-    ).remote(backend, model_path, tokenizer_path, cfg.generation, device=device, precision=cfg.policy.precision,
-             seed=cfg.grpo.seed, max_model_len=engine_max_len(cfg, validation),
-             num_threads=None if on_gpu else os.cpu_count(), max_sequences=sequences_in_flight(cfg, validation))
-    backend = ray.get(generation.backend_name.remote(), timeout=ENGINE_START_TIMEOUT_S)
-    log.info("generation backend: %s", backend)
+    backend = policy.engine_name()
+    log.info("%d policy rank(s) on %s (%s launcher), each with a %s engine", world_size, device, plan["launcher"],
+             backend)
     checkpoints = CheckpointManager(Path(cfg.checkpointing.checkpoint_dir), cfg.checkpointing.keep_top_k,
                                     cfg.checkpointing.metric_name, cfg.checkpointing.higher_is_better)
-    return Run(cfg, tokenizer, loader, policy, generation, backend, checkpoints, RunState(), device, validation)
+    return Run(cfg, tokenizer, loader, policy, backend, checkpoints, RunState(), device, validation)
 
 
 def sequences_in_flight(cfg: TrainConfig, validation: list[ScoredSet]) -> int:
-    """The most sequences the engine generates at once: a training step's prompts x responses, or
-    a validation set's problems x samples (it sizes vLLM's KV cache on CPU)."""
+    """The most sequences the run generates at once: a training step's prompts x responses, or a
+    validation set's problems x samples (split over the ranks, it sizes each vLLM-CPU KV cache)."""
     train = cfg.grpo.num_prompts_per_step * cfg.grpo.num_generations_per_prompt
     return max([train, *(len(s.rows) * s.params.n for s in validation)])
 

