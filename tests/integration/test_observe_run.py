@@ -16,7 +16,8 @@ from tests.integration.tiny_run import make_tiny_model_dir
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
-STOP = '{metric: train/response_length_mean, op: ">", value: 0, after_step: 1, action: stop}'
+# stops after step 3: of the tiny run's first steps only step 3 trains (tests/fixtures/tiny_run_metrics.jsonl)
+STOP = '{metric: train/response_length_mean, op: ">", value: 0, after_step: 2, action: stop}'
 WARN = '{metric: train/entropy, op: ">", value: 0, action: warn}'
 OBSERVE = ["logger.tensorboard=true", "logger.wandb=true", "logger.wandb_mode=offline", "logger.rollout_dump_period=1",
            "checkpointing.save_period=10"]
@@ -43,18 +44,18 @@ def test_guard_stops_the_run_after_saving_a_usable_checkpoint(tmp_path, qwen_mat
     stopped = [line for line in proc.stderr.splitlines() if "stopped by guard" in line]
     assert len(stopped) == 1, proc.stderr  # one line (Ray may still print worker output after it)
     rows = read_metrics(run_dir)
-    assert [r["step"] for r in rows] == [1, 2]
-    length = rows[1]["train/response_length_mean"]
-    assert stopped[0] == (f"stopped by guard 'train/response_length_mean > 0.0 after step 1': "
-                          f"train/response_length_mean = {length:.4g} at step 2; "
-                          f"checkpoint saved at {run_dir / 'ckpt' / 'step_2'}")
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    length = rows[2]["train/response_length_mean"]
+    assert stopped[0] == (f"stopped by guard 'train/response_length_mean > 0.0 after step 2': "
+                          f"train/response_length_mean = {length:.4g} at step 3; "
+                          f"checkpoint saved at {run_dir / 'ckpt' / 'step_3'}")
     assert proc.stderr.count("warning from guard 'train/entropy > 0.0'") == 1  # one episode, one warning
     assert "Traceback" not in proc.stderr
 
-    # the guard saved step 2 itself (save_period is 10), completely
-    assert sorted(p.name for p in (run_dir / "ckpt").iterdir()) == ["step_2"]
-    ckpt = run_dir / "ckpt" / "step_2"
-    assert json.loads((ckpt / "meta.json").read_text())["step"] == 2
+    # the guard saved step 3 itself (save_period is 10), completely
+    assert sorted(p.name for p in (run_dir / "ckpt").iterdir()) == ["step_3"]
+    ckpt = run_dir / "ckpt" / "step_3"
+    assert json.loads((ckpt / "meta.json").read_text())["step"] == 3
     assert (ckpt / "policy" / "weights" / ".metadata").is_file() and (ckpt / "driver_state.pt").is_file()
 
     # the metrics of docs/metrics.md, in JSONL and TensorBoard; W&B offline; plots; rollout dumps
@@ -72,12 +73,12 @@ def test_guard_stops_the_run_after_saving_a_usable_checkpoint(tmp_path, qwen_mat
         assert all(isinstance(r.get(key), (int, float)) for r in rows), key
     for key in when_trained:
         assert all(isinstance(r.get(key), (int, float)) for r in trained), key
-    assert tb_steps(logs, "train/reward_mean") == [1, 2]
+    assert tb_steps(logs, "train/reward_mean") == [1, 2, 3]
     run_id = (logs / "wandb_run_id").read_text().strip()
     assert len(glob.glob(str(logs / "wandb" / f"offline-run-*-{run_id}" / f"run-{run_id}.wandb"))) == 1
     for name in ["overview", "reward", "entropy", "response_length", "kl", "clip_fraction"]:
         assert (logs / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG", name
-    for step in (1, 2):
+    for step in (1, 2, 3):
         dump = [json.loads(x) for x in (logs / "rollouts" / f"step_{step}.jsonl").read_text().splitlines()]
         assert len(dump) == 16 and {d["group"] for d in dump} == {0, 1, 2, 3}
         assert all(d["response"] is not None and d["ground_truth"] in ("1", "2") for d in dump)
