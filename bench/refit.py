@@ -36,11 +36,13 @@ R1_DISTILL_1_5B = dict(hidden_size=1536, intermediate_size=8960, num_hidden_laye
                        tie_word_embeddings=False, rope_theta=10000.0, rms_norm_eps=1e-6)
 
 
-def model_folder(shape: str, shared: Path, out: Path) -> Path:
+def model_folder(shape: str, shared: Path, out: Path, arch_from: Path | None) -> Path:
     from transformers import AutoTokenizer
 
-    from nemo_grpo.models.build import save_random_model, tiny_config
+    from nemo_grpo.models.build import config_from_dir, save_random_model, tiny_config
 
+    if arch_from is not None:  # a real architecture (e.g. the demo's converted SmolLM2 folder), random weights
+        return save_random_model(out, config_from_dir(arch_from), AutoTokenizer.from_pretrained(str(arch_from)))
     tokenizer = AutoTokenizer.from_pretrained(str(shared / "models" / "qwen2.5-math-1.5b"))
     if shape == "tiny":
         config = tiny_config("qwen2", tokenizer)
@@ -58,6 +60,8 @@ def main() -> None:
     parser.add_argument("--chunk-mb", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--shared", type=Path, default=REPO.parent / "shared")
+    parser.add_argument("--arch-from", type=Path, default=None,
+                        help="an HF model folder whose architecture to use (overrides --shape)")
     args = parser.parse_args()
 
     from nemo_grpo.algorithms.config import LossConfig
@@ -69,7 +73,7 @@ def main() -> None:
 
     on_gpu = args.device == "cuda"
     with tempfile.TemporaryDirectory(prefix="bench_refit_") as tmp:
-        folder = model_folder(args.shape, args.shared, Path(tmp) / "model")
+        folder = model_folder(args.shape, args.shared, Path(tmp) / "model", args.arch_from)
         gen = GenerationConfig(backend=args.backend)
         gen.vllm.refit_chunk_mb = args.chunk_mb
         gen.vllm.enforce_eager = True
@@ -97,7 +101,8 @@ def main() -> None:
         worker.shutdown()
     device = torch.cuda.get_device_name(0) if on_gpu else f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores"
     median = statistics.median(seconds)
-    print(f"device: {device}; torch {torch.__version__}; backend {args.backend}; shape {args.shape} "
+    shape = args.arch_from.name if args.arch_from else args.shape
+    print(f"device: {device}; torch {torch.__version__}; backend {args.backend}; shape {shape} "
           f"({params / 1e6:.1f}M parameters); engine dtype {'float32' if not on_gpu else args.precision}; "
           f"chunks of {args.chunk_mb} MiB; policy + engine started in {start_s:.1f} s")
     print(f"refit: median {median:.3f} s over {len(seconds)} refits ({', '.join(f'{s:.3f}' for s in seconds)}); "
