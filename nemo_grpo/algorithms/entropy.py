@@ -52,16 +52,25 @@ def _chunk_grad(z: torch.Tensor, ids: torch.Tensor, g_lp: torch.Tensor | None, g
     return grad / temperature
 
 
+def _forward_chunks(rows: torch.Tensor, ids: torch.Tensor, temperature: float, chunk_size: int,
+                    head=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token log-probs and entropies of `rows` ([N, V] logits, or [N, H] hidden states when `head`
+    maps a chunk of them to logits), one chunk of `chunk_size` rows at a time."""
+    logp = torch.empty(ids.shape, dtype=_compute_dtype(rows.dtype), device=rows.device)
+    ent = torch.empty_like(logp)
+    for start in range(0, rows.shape[0], chunk_size):
+        sl = slice(start, start + chunk_size)
+        chunk = rows[sl] if head is None else head(rows[sl])
+        _, _, logp[sl], ent[sl] = _chunk_stats(chunk, ids[sl], temperature)
+    return logp, ent
+
+
 class _LogprobEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits, token_ids, temperature, chunk_size):
         flat = logits.reshape(-1, logits.shape[-1])
         ids = token_ids.reshape(-1)
-        logp = torch.empty(ids.shape, dtype=_compute_dtype(logits.dtype), device=logits.device)
-        ent = torch.empty_like(logp)
-        for start in range(0, flat.shape[0], chunk_size):
-            sl = slice(start, start + chunk_size)
-            _, _, logp[sl], ent[sl] = _chunk_stats(flat[sl], ids[sl], temperature)
+        logp, ent = _forward_chunks(flat, ids, temperature, chunk_size)
         ctx.save_for_backward(logits, token_ids)
         ctx.temperature = temperature
         ctx.chunk_size = chunk_size

@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from nemo_grpo.algorithms.entropy import _chunk_grad, _chunk_stats, _compute_dtype
+from nemo_grpo.algorithms.entropy import _chunk_grad, _compute_dtype, _forward_chunks
 
 
 class _LinearLogprobEntropy(torch.autograd.Function):
@@ -36,11 +36,7 @@ class _LinearLogprobEntropy(torch.autograd.Function):
     def forward(ctx, hidden, weight, bias, token_ids, temperature, chunk_size):
         flat = hidden.reshape(-1, hidden.shape[-1])
         ids = token_ids.reshape(-1)
-        logp = torch.empty(ids.shape, dtype=_compute_dtype(hidden.dtype), device=hidden.device)
-        ent = torch.empty_like(logp)
-        for start in range(0, flat.shape[0], chunk_size):
-            sl = slice(start, start + chunk_size)
-            _, _, logp[sl], ent[sl] = _chunk_stats(F.linear(flat[sl], weight, bias), ids[sl], temperature)
+        logp, ent = _forward_chunks(flat, ids, temperature, chunk_size, head=lambda h: F.linear(h, weight, bias))
         ctx.save_for_backward(hidden, weight, bias, token_ids)
         ctx.temperature, ctx.chunk_size = temperature, chunk_size
         ctx.set_materialize_grads(False)  # an unused output (detached entropy) costs no backward work

@@ -8,7 +8,7 @@ distribution (what the trainer's loss compares against), and why it stopped.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
@@ -37,6 +37,22 @@ def request_seed(base_seed: int, prompt_index: int, sample_index: int) -> int:
 
 # Weights for a refit: consecutive chunks of (HF parameter name, full tensor), each chunk bounded in bytes.
 WeightChunks = Iterable[list[tuple[str, torch.Tensor]]]
+
+
+def chunk_pairs(pairs: Iterable[tuple[str, torch.Tensor]], chunk_bytes: int) -> Iterator[list[tuple[str, torch.Tensor]]]:
+    """Consecutive groups of (name, tensor) pairs of at most `chunk_bytes` each (a bigger tensor
+    goes alone). Lazy: a pair is drawn only when the previous chunk has been handed on."""
+    chunk: list[tuple[str, torch.Tensor]] = []
+    size = 0
+    for name, tensor in pairs:
+        nbytes = tensor.numel() * tensor.element_size()
+        if chunk and size + nbytes > chunk_bytes:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append((name, tensor))
+        size += nbytes
+    if chunk:
+        yield chunk
 
 
 @dataclass

@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from nemo_grpo.generation.interface import chunk_pairs
+
 EXTENSION_CLS = "nemo_grpo.generation.vllm_refit.RefitWorkerExtension"
 
 
@@ -35,17 +37,7 @@ def unique_items(state_dict: dict[str, torch.Tensor]) -> Iterator[tuple[str, tor
 def chunk_state_dict(state_dict: dict[str, torch.Tensor], chunk_bytes: int) -> Iterator[list[tuple[str, torch.Tensor]]]:
     """Consecutive groups of unique (name, tensor) pairs of at most `chunk_bytes` each (a bigger
     tensor goes alone)."""
-    chunk: list[tuple[str, torch.Tensor]] = []
-    size = 0
-    for name, tensor in unique_items(state_dict):
-        nbytes = tensor.numel() * tensor.element_size()
-        if chunk and size + nbytes > chunk_bytes:
-            yield chunk
-            chunk, size = [], 0
-        chunk.append((name, tensor))
-        size += nbytes
-    if chunk:
-        yield chunk
+    return chunk_pairs(unique_items(state_dict), chunk_bytes)
 
 
 class RefitWorkerExtension:

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 import torch
 from torch.distributed.tensor import DTensor
 
+from nemo_grpo.generation.interface import chunk_pairs
+
 
 def full_tensor(param: torch.Tensor, device: torch.device) -> torch.Tensor:
     """The whole tensor behind a (possibly sharded) parameter, on `device`. CPU-offloaded shards
@@ -34,17 +36,12 @@ def weight_chunks(model: torch.nn.Module, *, dtype: torch.dtype, device: torch.d
     """(HF name, full tensor in `dtype`) chunks of at most `chunk_bytes` (a bigger tensor goes
     alone). Tied parameters come once, under their first name. `counter["bytes"]` adds up what was
     gathered."""
-    chunk: list[tuple[str, torch.Tensor]] = []
-    size = 0
-    for name, param in model.named_parameters():  # deduplicated: a tied head comes as the embedding
-        tensor = full_tensor(param, device).to(dtype)
-        nbytes = tensor.numel() * tensor.element_size()
-        if counter is not None:
-            counter["bytes"] = counter.get("bytes", 0) + nbytes
-        if chunk and size + nbytes > chunk_bytes:
-            yield chunk
-            chunk, size = [], 0
-        chunk.append((name, tensor))
-        size += nbytes
-    if chunk:
-        yield chunk
+    counter = counter if counter is not None else {}
+
+    def gathered() -> Iterator[tuple[str, torch.Tensor]]:
+        for name, param in model.named_parameters():  # deduplicated: a tied head comes as the embedding
+            tensor = full_tensor(param, device).to(dtype)
+            counter["bytes"] = counter.get("bytes", 0) + tensor.numel() * tensor.element_size()
+            yield name, tensor
+
+    return chunk_pairs(gathered(), chunk_bytes)
