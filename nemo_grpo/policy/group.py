@@ -99,8 +99,12 @@ class PolicyGroup:
         ray.get(refs[1:])  # the gather is a collective: wait for every rank
         return refs[0]
 
-    def save(self, step_dir: str) -> None:
-        self.workers.run("save_checkpoint", step_dir)
+    def save(self, step_dir: str, step: int | None = None) -> None:
+        self.workers.run("save_checkpoint", step_dir, step)
+
+    def state_bytes(self) -> int:
+        """Bytes of the model and optimizer state a checkpoint writes (rank 0 sees the global sizes)."""
+        return ray.get(self.workers.actors[0].state_bytes.remote())
 
     def load(self, step_dir: str) -> tuple[float, float] | None:
         """Restore every rank; (old, new) peak learning rate when the config changed it."""
