@@ -141,7 +141,7 @@ class CheckpointManager:
 
     @staticmethod
     def _kept(previous: Path | None) -> str:
-        return (f"the previous checkpoint {previous} is intact ({show_bytes(folder_size(previous))})" if previous
+        return (f"the previous checkpoint {previous} is intact, {show_bytes(folder_size(previous))}" if previous
                 else "there is no earlier checkpoint")
 
     def begin(self, step: int) -> Path:
@@ -183,9 +183,9 @@ class CheckpointManager:
             what = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
         free = free_bytes(self.root)
         free_text = show_bytes(free) if isinstance(free, int) else f"{free} bytes"
-        needs = f"it needs about {show_bytes(self.needed_bytes)}, " if self.needed_bytes else ""
+        needs = f"it needs about {show_bytes(self.needed_bytes)} and " if self.needed_bytes else ""
         return CheckpointSaveError(
-            f"cannot save the checkpoint of step {step} in {tmp}: {what}; {needs}{free_text} free on that "
+            f"cannot save the checkpoint of step {step} in {tmp}: {what}; {needs}{free_text} are free on that "
             f"filesystem; the partial folder was removed and {self._kept(self._previous(step))}. Free space (or fix "
             "the folder's permissions) and rerun the same command to resume")
 

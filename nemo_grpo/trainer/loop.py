@@ -67,7 +67,7 @@ def lock_run_folders(cfg: TrainConfig) -> contextlib.ExitStack:
 
 def _run_grpo(cfg: TrainConfig) -> None:
     watch = PreemptionWatch(cfg.checkpointing.preemption_grace_s)
-    run, loggers, ended = None, None, False
+    run, loggers, ended, failed = None, None, False, False
     last_saved: str | None = None  # the newest checkpoint of this run: where it resumes
     current: int | None = None  # the step running
     try:
@@ -127,6 +127,7 @@ def _run_grpo(cfg: TrainConfig) -> None:
     except (StopNow, Exception) as exc:  # a signal: abandon what runs now
         stop_now = watch.stopped  # raised by the handler, maybe wrapped by Ray (a SystemError from ray.get)
         if stop_now is None or isinstance(exc, (RunEnded, GuardStop)):
+            failed = True
             raise
         ended = True
         raise Preempted(stop_now.signum, current, resume_point=last_saved, why=stop_now.why) from None
@@ -138,6 +139,9 @@ def _run_grpo(cfg: TrainConfig) -> None:
             stop_everything(run)
         elif run is not None:
             shutdown(run)
+            if failed:  # the run ends here (a failed save, a guard's stop, a bug): Ray stops before the command
+                with contextlib.suppress(Exception):  # prints its last line, so no worker output comes after it
+                    ray.shutdown()
         watch.restore()
 
 
