@@ -67,7 +67,7 @@ class PolicyConfig:
         if self.train_global_batch_size % self.train_micro_batch_size:
             raise ValueError(
                 f"policy.train_global_batch_size: {self.train_global_batch_size} is not a multiple of "
-                f"policy.train_micro_batch_size {self.train_micro_batch_size}; make it one, or pick a micro batch "
+                f"train_micro_batch_size {self.train_micro_batch_size}; make it one, or pick a micro batch "
                 f"size that divides {self.train_global_batch_size}"
             )
         budget = self.max_tokens_per_micro_batch

@@ -54,7 +54,7 @@ def test_a_group_of_one_is_allowed_with_the_raw_reward(tmp_path):
                                          r"must be at least 1: set it to a divisor of policy.train_global_batch_size"),
     ("policy.logprob_micro_batch_size=0", r"^policy.logprob_micro_batch_size: 0 responses .* at least 1, or null"),
     ("policy.train_micro_batch_size=3", r"^policy.train_global_batch_size: 16 is not a multiple of "
-                                        r"policy.train_micro_batch_size 3; make it one"),
+                                        r"train_micro_batch_size 3; make it one"),
 ])
 def test_each_bad_batch_size_names_its_own_key_and_what_to_do(tmp_path, override, message):
     with pytest.raises(ConfigError, match=message) as err:
