@@ -277,9 +277,11 @@ def finish_metrics(run: Run, metrics: dict[str, Any], step_seconds: float) -> di
 
 def grader_restarts(before: int | None) -> dict[str, float]:
     """`reward/grader_restarts`: grader processes replaced during the step (one killed, crashed or
-    timed out), when the run uses the grading engine's pool at all."""
+    timed out); only in the rows of steps where one was, so the rows of a run without trouble keep
+    their keys."""
     now = pool_restarts()
-    return {} if now is None else {"reward/grader_restarts": float(max(0, now - (before or 0)))}
+    restarts = 0 if now is None else max(0, now - (before or 0))
+    return {"reward/grader_restarts": float(restarts)} if restarts else {}
 
 
 def shutdown(run: Run) -> None:

@@ -144,10 +144,10 @@ def grader_workers(driver: int) -> list[int]:
 
 def test_a_grader_worker_killed_while_idle_is_replaced_counted_and_the_run_ends_as_the_uninterrupted_one(
         tiny_model, tmp_path):
-    # The tiny run's answers ("1", "12", ...) are all decided without the grading engine, so its grader
-    # pool never starts. The same problems with golds only the engine decides (|{-1}| is 1, |{-2}| is 2;
-    # every answer the tiny model can give is graded alike) send every answer to the grader processes
-    # and leave the run's metrics those of the fixture.
+    # Most of the tiny run's answers ("1", "12", ...) are decided without the grading engine. The same
+    # problems with golds only the engine decides (|{-1}| is 1, |{-2}| is 2; every answer the tiny model
+    # can give is graded alike) send every answer to the grader processes and leave the run's metrics
+    # those of the fixture.
     problems = tmp_path / "problems.jsonl"
     rows = [json.loads(line) for line in (tiny_model / "problems.jsonl").read_text().splitlines()]
     problems.write_text("".join(json.dumps({**r, "answer": f"|{{-{r['answer']}}}|"}) + "\n" for r in rows))
@@ -172,6 +172,6 @@ def test_a_grader_worker_killed_while_idle_is_replaced_counted_and_the_run_ends_
     rows = read_metrics(tmp_path)
     # replaced when step 2 graded (the pool found the dead pipe and gave the task to the new worker),
     # counted in that step's row; no answer failed
-    assert [r.get("reward/grader_restarts") for r in rows] == [None, 0.0, 1.0, 0.0, 0.0]
+    assert [r.get("reward/grader_restarts") for r in rows] == [None, None, 1.0, None, None]
     assert all(r.get("reward/grader_failures", 0.0) == 0.0 for r in rows)
     assert_equals_the_uninterrupted_run(tmp_path, besides=("reward/grader_restarts",))
