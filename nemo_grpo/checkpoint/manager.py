@@ -13,9 +13,11 @@ Layout of one checkpoint (`<checkpoint_dir>/step_<N>/`):
 
 Everything is written into `tmp_step_<N>/` first and renamed when complete, so a crash while
 saving leaves the previous checkpoint untouched and a half-written folder that is never loaded
-(and is removed on the next start). A save that fails (a full disk, a permission) removes its
-own `tmp_step_<N>/` and raises `CheckpointSaveError`, one line with the folder, the error and the
-free bytes.
+(and is removed on the next start). Before writing, `check_space` estimates the bytes the
+checkpoint needs (`estimate_checkpoint_bytes`) and refuses a save that clearly does not fit the
+free space, before anything is written. A save that fails anyway (a full disk, a permission)
+removes its own `tmp_step_<N>/` and raises `CheckpointSaveError`, one line with the folder, the
+error, the bytes needed and the bytes free.
 
 On resume a checkpoint is verified before anything of it is loaded (`verify_checkpoint`): a
 readable meta.json, a `.metadata` file in every DCP folder, and every file of the manifest present
@@ -44,6 +46,10 @@ MANIFEST = "manifest.json"
 META = "meta.json"
 DCP_FOLDERS = ("policy/weights", "policy/optimizer")
 _HASH_CHUNK = 1 << 20
+# Beyond the model and optimizer state a checkpoint holds the tokenizer (a Qwen2.5 one is about
+# 11 MiB), the config, the driver and scheduler state and the manifest; and the estimate gets a margin.
+SAVE_EXTRA_BYTES = 16 << 20
+SAVE_MARGIN = 0.10
 
 
 class CheckpointMismatch(UserError, ValueError):
@@ -68,6 +74,7 @@ class CheckpointManager:
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
+        self.needed_bytes: int | None = None  # the estimate of the save in progress (see check_space)
 
     def remove_incomplete(self) -> list[Path]:
         """Delete folders of saves that never finished."""
@@ -112,6 +119,31 @@ class CheckpointManager:
                 "checkpointing.checkpoint_dir to another folder")
         return None, []
 
+    def check_space(self, step: int, state_bytes: int | None) -> int:
+        """Estimate the bytes the checkpoint of `step` needs (`estimate_checkpoint_bytes`) and refuse
+        the save, before anything is written, when the free space of the checkpoint folder's
+        filesystem is below it: CheckpointSaveError naming the folder, the bytes needed and free."""
+        previous = self._previous(step)
+        self.needed_bytes = needed = estimate_checkpoint_bytes(state_bytes, folder_size(previous) if previous else None)
+        free = free_bytes(self.root)
+        if isinstance(free, int) and free < needed:
+            raise CheckpointSaveError(
+                f"refusing to save the checkpoint of step {step} in {self.root / f'step_{step}'}: it needs about "
+                f"{show_bytes(needed)} and only {show_bytes(free)} are free on that filesystem; nothing was written "
+                f"and {self._kept(previous)}. Free space (or set checkpointing.checkpoint_dir to a larger disk) and "
+                "rerun the same command to resume")
+        return needed
+
+    def _previous(self, step: int) -> Path | None:
+        """The newest complete checkpoint of another step than `step`."""
+        found = [path for s, path in self.complete() if s != step]
+        return found[-1] if found else None
+
+    @staticmethod
+    def _kept(previous: Path | None) -> str:
+        return (f"the previous checkpoint {previous} is intact, {show_bytes(folder_size(previous))}" if previous
+                else "there is no earlier checkpoint")
+
     def begin(self, step: int) -> Path:
         tmp = self.root / f"tmp_step_{step}"
         try:
@@ -139,7 +171,8 @@ class CheckpointManager:
 
     def save_failed(self, tmp: Path, step: int, exc: BaseException) -> CheckpointSaveError:
         """Remove the partial `tmp` folder of a failed save and return the one-line error to raise:
-        the folder, the filesystem error, the free bytes there and the size of the last checkpoint."""
+        the folder, the filesystem error, the bytes the save needs (when estimated) and the free
+        bytes there, and the size of the last checkpoint."""
         shutil.rmtree(tmp, ignore_errors=True)
         cause = find_os_error(exc) or exc
         if isinstance(cause, OSError) and cause.errno is not None:
@@ -149,13 +182,12 @@ class CheckpointManager:
         else:
             what = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
         free = free_bytes(self.root)
-        previous = [path for s, path in self.complete() if s != step]
-        kept = (f"the previous checkpoint {previous[-1]} is intact ({folder_size(previous[-1])} bytes)"
-                if previous else "there is no earlier checkpoint")
+        free_text = show_bytes(free) if isinstance(free, int) else f"{free} bytes"
+        needs = f"it needs about {show_bytes(self.needed_bytes)} and " if self.needed_bytes else ""
         return CheckpointSaveError(
-            f"cannot save the checkpoint of step {step} in {tmp}: {what}; {free} bytes free on that filesystem; "
-            f"the partial folder was removed and {kept}. Free space (or fix the folder's permissions) and "
-            "rerun the same command to resume")
+            f"cannot save the checkpoint of step {step} in {tmp}: {what}; {needs}{free_text} are free on that "
+            f"filesystem; the partial folder was removed and {self._kept(self._previous(step))}. Free space (or fix "
+            "the folder's permissions) and rerun the same command to resume")
 
     def prune(self, current_step: int | None = None) -> list[Path]:
         """Keep the latest checkpoint plus the best `keep_top_k` by `metric_name`. With
@@ -293,6 +325,25 @@ def free_bytes(path: Path) -> int | str:
 
 def folder_size(path: Path) -> int:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def estimate_checkpoint_bytes(state_bytes: int | None, previous_size: int | None) -> int:
+    """The bytes a checkpoint is expected to take: the model and optimizer state (`state_bytes`:
+    parameters x dtype bytes plus AdamW's two moments) and SAVE_EXTRA_BYTES for the tokenizer,
+    config and driver state, or the previous checkpoint's size when that is larger (it is the real
+    figure of this run), plus a SAVE_MARGIN margin."""
+    base = max((state_bytes or 0) + SAVE_EXTRA_BYTES, previous_size or 0)
+    return int(base * (1 + SAVE_MARGIN))
+
+
+def show_bytes(n: int) -> str:
+    """`123456789 bytes (118 MiB)`: the exact figure, and one a reader takes in at a glance."""
+    size, unit = float(n), "bytes"
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        size /= 1024
+        if size < 1024:
+            break
+    return f"{n} bytes ({size:.3g} {unit})" if n >= 1024 else f"{n} bytes"
 
 
 def check_resumable(meta: dict[str, Any], expected: dict[str, Any], where: Path) -> None:

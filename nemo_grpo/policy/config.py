@@ -49,12 +49,27 @@ class PolicyConfig:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
 
     def validate(self) -> None:
-        if self.train_micro_batch_size < 1 or self.train_global_batch_size < 1:
-            raise ValueError("policy.train_micro_batch_size: batch sizes must be at least 1")
+        # each bad value names its own key (a negative global batch size is not the micro batch's fault)
+        if self.train_global_batch_size < 1:
+            raise ValueError(
+                f"policy.train_global_batch_size: {self.train_global_batch_size} responses per optimizer step; it "
+                "must be at least 1: set it to a positive multiple of policy.train_micro_batch_size "
+                f"({self.train_micro_batch_size}) that divides the responses of a step "
+                "(grpo.num_prompts_per_step x grpo.num_generations_per_prompt)")
+        if self.train_micro_batch_size < 1:
+            raise ValueError(
+                f"policy.train_micro_batch_size: {self.train_micro_batch_size} responses per forward and backward; "
+                "it must be at least 1: set it to a divisor of policy.train_global_batch_size "
+                f"({self.train_global_batch_size}), e.g. 1")
+        if self.logprob_micro_batch_size is not None and self.logprob_micro_batch_size < 1:
+            raise ValueError(
+                f"policy.logprob_micro_batch_size: {self.logprob_micro_batch_size} responses per log-prob forward; it "
+                "must be at least 1, or null to use policy.train_micro_batch_size")
         if self.train_global_batch_size % self.train_micro_batch_size:
             raise ValueError(
                 f"policy.train_global_batch_size: {self.train_global_batch_size} is not a multiple of "
-                f"train_micro_batch_size {self.train_micro_batch_size}"
+                f"train_micro_batch_size {self.train_micro_batch_size}; make it one, or pick a micro batch "
+                f"size that divides {self.train_global_batch_size}"
             )
         budget = self.max_tokens_per_micro_batch
         if budget is not None and budget < self.max_total_sequence_length:

@@ -134,8 +134,12 @@ class PolicyGroup:
             return [(share, None) for share in distribute(batch, self.world_size, size)]
         return [(p.batch, p.sizes) for p in packed_shares(batch, self.world_size, budget)]
 
-    def save(self, step_dir: str) -> None:
-        self.workers.run("save_checkpoint", step_dir)
+    def save(self, step_dir: str, step: int | None = None) -> None:
+        self.workers.run("save_checkpoint", step_dir, step)
+
+    def state_bytes(self) -> int:
+        """Bytes of the model and optimizer state a checkpoint writes (rank 0 sees the global sizes)."""
+        return self.workers.run("state_bytes")[0]
 
     def load(self, step_dir: str) -> tuple[float, float] | None:
         """Restore every rank; (old, new) peak learning rate when the config changed it."""

@@ -38,6 +38,7 @@ from nemo_grpo.models.precision import torch_dtype
 from nemo_grpo.policy.fused_head import causal_logprobs_and_entropy
 from nemo_grpo.policy.model import load_hf_model, lr_lambda, make_optimizer, model_fingerprint, shard_model
 from nemo_grpo.policy.packed_attention import PACKED_ATTENTION
+from nemo_grpo.utils.faults import maybe_no_space
 
 
 class PolicyWorker:
@@ -263,10 +264,13 @@ class PolicyWorker:
         sd = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         return sd if self.rank == 0 else None
 
-    def save_checkpoint(self, step_dir: str) -> None:
-        """DCP: `policy/weights` (model) and `policy/optimizer`, plus per-rank scheduler and RNG."""
+    def save_checkpoint(self, step_dir: str, step: int | None = None) -> None:
+        """DCP: `policy/weights` (model) and `policy/optimizer`, plus per-rank scheduler and RNG.
+        `step` only serves the injected faults of tests (a full disk while the shards are written)."""
         root = Path(step_dir) / "policy"
         dcp.save(get_model_state_dict(self.model), checkpoint_id=str(root / "weights"))
+        if step is not None:
+            maybe_no_space(step, root / "optimizer" / f"__{self.rank}_0.distcp")
         dcp.save(get_optimizer_state_dict(self.model, self.optimizer), checkpoint_id=str(root / "optimizer"))
         torch.save({"scheduler": self.scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
                     "fingerprint": self.fingerprint}, root / f"extra_state_rank{self.rank}.pt")
@@ -286,6 +290,17 @@ class PolicyWorker:
         self.scheduler.load_state_dict(extra["scheduler"])
         torch.set_rng_state(extra["torch_rng"])
         return apply_peak_lr(self.optimizer, self.scheduler, self.policy_cfg.optimizer.lr)
+
+    def state_bytes(self) -> int:
+        """The bytes of the model and optimizer state a checkpoint writes, over all ranks (an FSDP2
+        parameter is a DTensor whose numel is the whole tensor's): parameters x dtype bytes, plus the
+        optimizer's state tensors, counted as AdamW's two parameter-sized moments before the first step."""
+        total = 0
+        for param in self.model.parameters():
+            size = param.numel() * param.element_size()
+            state = [v for v in self.optimizer.state.get(param, {}).values() if torch.is_tensor(v)]
+            total += size + (sum(v.numel() * v.element_size() for v in state) if state else 2 * size)
+        return total
 
     def get_fingerprint(self) -> dict[str, Any]:
         return self.fingerprint

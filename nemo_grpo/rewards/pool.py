@@ -246,6 +246,13 @@ def get_pool(num_workers: int = 2, timeout_s: float = 1.0) -> GraderPool:
         return _POOL
 
 
+def pool_restarts() -> int | None:
+    """How many grader workers this process's pool has replaced so far (killed, crashed or timed
+    out); None when no pool was started (every answer was decided without the grading engine)."""
+    p = _POOL
+    return p.stats["worker_restarts"] if p is not None and p.pid == os.getpid() else None
+
+
 def shutdown_pool() -> None:
     global _POOL
     with _POOL_LOCK:

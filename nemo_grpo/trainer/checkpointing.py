@@ -2,8 +2,9 @@
 
 The policy ranks write their DCP shards (`PolicyGroup.save`); the driver adds its own state, the
 config, the tokenizer, the manifest and meta.json (last), through `CheckpointManager`, which makes
-the folder visible only when it is complete. A save that fails on the filesystem removes its
-partial folder and ends the run with one line (`CheckpointSaveError`). A resume loads only a
+the folder visible only when it is complete. A save whose estimated size exceeds the free space is
+refused before anything is written; a save that fails on the filesystem removes its partial
+folder; both end the run with one line (`CheckpointSaveError`, exit status 2). A resume loads only a
 checkpoint that verifies against its manifest, falling back to an older one with one warning.
 """
 
@@ -29,9 +30,10 @@ log = logging.getLogger(__name__)
 def save_checkpoint(run: Run, metrics: dict[str, Any]) -> float:
     start = time.perf_counter()
     step = run.state.step
+    run.checkpoints.check_space(step, run.policy.state_bytes())  # refuses a save that clearly does not fit
     tmp = run.checkpoints.begin(step)  # a failure here raises CheckpointSaveError itself
     try:
-        run.policy.save(str(tmp))
+        run.policy.save(str(tmp), step)
         maybe_crash("save", step)  # tests: a crash after the shards, before the checkpoint is complete
         # Serialised in memory, then written with a plain file write: a full disk is then an OSError
         # (ENOSPC), not torch's "unexpected pos" RuntimeError.

@@ -30,7 +30,7 @@ from nemo_grpo.logging.guards import GuardStop, GuardWatch
 from nemo_grpo.logging.loggers import make_loggers
 from nemo_grpo.logging.metrics import rollout_metrics, throughput_metrics
 from nemo_grpo.logging.rollout_dump import dump_rollouts, rollout_dump_due
-from nemo_grpo.rewards.pool import shutdown_pool
+from nemo_grpo.rewards.pool import pool_restarts, shutdown_pool
 from nemo_grpo.trainer.checkpointing import restore_checkpoint_row, resume_or_start, save_checkpoint
 from nemo_grpo.trainer.config import TrainConfig
 from nemo_grpo.trainer.preemption import Preempted, PreemptionWatch, StopNow, WorkerDied, dead_worker
@@ -67,7 +67,7 @@ def lock_run_folders(cfg: TrainConfig) -> contextlib.ExitStack:
 
 def _run_grpo(cfg: TrainConfig) -> None:
     watch = PreemptionWatch(cfg.checkpointing.preemption_grace_s)
-    run, loggers, ended = None, None, False
+    run, loggers, ended, failed = None, None, False, False
     last_saved: str | None = None  # the newest checkpoint of this run: where it resumes
     current: int | None = None  # the step running
     try:
@@ -85,13 +85,14 @@ def _run_grpo(cfg: TrainConfig) -> None:
             current = run.state.step + 1
             watch.step_running = True  # a signal from here on lets the step finish (within the grace time)
             try:
-                step_start = time.perf_counter()
+                step_start, restarts_before = time.perf_counter(), pool_restarts()
                 metrics = grpo_step(run)
                 run.state.step += 1
                 last = finished(cfg, run.state, len(run.loader))
                 if validation_due(run.state.step, cfg.grpo, last=last):  # before the checkpoint: meta.json has it
                     metrics.update(validate(run))
                 metrics = finish_metrics(run, metrics, time.perf_counter() - step_start)
+                metrics.update(grader_restarts(restarts_before))
                 stop = guards.check(metrics)  # warn rules log here; a stop rule returns its reason
                 preempted = watch.requested  # a preemption signal came during the step: save it, then stop
                 # The checkpoint's meta.json carries the whole row, so a kill between saving and logging
@@ -127,6 +128,7 @@ def _run_grpo(cfg: TrainConfig) -> None:
     except (StopNow, Exception) as exc:  # a signal: abandon what runs now
         stop_now = watch.stopped  # raised by the handler, maybe wrapped by Ray (a SystemError from ray.get)
         if stop_now is None or isinstance(exc, (RunEnded, GuardStop)):
+            failed = True
             raise
         ended = True
         raise Preempted(stop_now.signum, current, resume_point=last_saved, why=stop_now.why) from None
@@ -138,6 +140,10 @@ def _run_grpo(cfg: TrainConfig) -> None:
             stop_everything(run)
         elif run is not None:
             shutdown(run)
+            ray = sys.modules.get("ray")
+            if failed and ray is not None and ray.is_initialized():  # the run ends here (a failed save, a guard's
+                with contextlib.suppress(Exception):  # stop, a bug): Ray stops before the command prints its
+                    ray.shutdown()  # last line, so no worker output comes after it
         watch.restore()
 
 
@@ -279,6 +285,15 @@ def finish_metrics(run: Run, metrics: dict[str, Any], step_seconds: float) -> di
     metrics["train/consumed_samples"] = run.state.consumed_samples
     metrics["generation/backend"] = run.backend
     return metrics
+
+
+def grader_restarts(before: int | None) -> dict[str, float]:
+    """`reward/grader_restarts`: grader processes replaced during the step (one killed, crashed or
+    timed out); only in the rows of steps where one was, so the rows of a run without trouble keep
+    their keys."""
+    now = pool_restarts()
+    restarts = 0 if now is None else max(0, now - (before or 0))
+    return {"reward/grader_restarts": float(restarts)} if restarts else {}
 
 
 def shutdown(run: Run) -> None:

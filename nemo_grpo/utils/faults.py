@@ -1,12 +1,15 @@
 """Faults injected on purpose by tests: NEMO_GRPO_INJECT_FAULT=<point>:<step> ends the process
-abruptly (like a crash or a kill) when the run reaches that point at that step, or, for the point
-`stall`, hangs or slows the step there (like a stuck collective or a slow generation), so that a
+abruptly (like a crash or a kill) when the run reaches that point at that step; `no_space:<step>`
+makes the policy ranks' checkpoint write of that step fail as a full disk does (OSError ENOSPC);
+`stall` hangs or slows the step there (like a stuck collective or a slow generation), so that a
 test can signal a run whose step is certainly still running."""
 
 from __future__ import annotations
 
+import errno
 import os
 import time
+from pathlib import Path
 
 ENV = "NEMO_GRPO_INJECT_FAULT"
 STALL_S = 3600.0
@@ -17,10 +20,23 @@ def maybe_crash(point: str, step: int) -> None:
         os._exit(17)
 
 
+def maybe_no_space(step: int, path: str | Path) -> None:
+    """`no_space:<step>`: writing `path` at that step fails with "No space left on device"."""
+    if os.environ.get(ENV) == f"no_space:{step}":
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+
 def maybe_stall(step: int) -> None:
     """`stall:<step>` hangs at the start of that step; `stall:<step>:<seconds>` slows it by that
-    long. A signal handler that raises still interrupts the sleep."""
+    long; `stall:<step>:<path>` holds it until the file `path` exists (a test releases the run when
+    it has seen what it needs). A signal handler that raises still interrupts the wait."""
     point, _, rest = os.environ.get(ENV, "").partition(":")
-    at, _, seconds = rest.partition(":")
-    if point == "stall" and at == str(step):
-        time.sleep(float(seconds) if seconds else STALL_S)
+    at, _, until = rest.partition(":")
+    if point != "stall" or at != str(step):
+        return
+    try:
+        time.sleep(float(until) if until else STALL_S)
+    except ValueError:  # a path: wait for it
+        deadline = time.monotonic() + STALL_S
+        while not Path(until).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)

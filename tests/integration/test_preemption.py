@@ -68,9 +68,11 @@ def last_line(out: str) -> str:
     return out.strip().splitlines()[-1]
 
 
-def assert_equals_the_uninterrupted_run(run_dir: Path) -> None:
+def assert_equals_the_uninterrupted_run(run_dir: Path, *, besides: tuple[str, ...] = ()) -> None:
+    """The run's metrics are the fixture's (floats to 1e-6 relative), but for wall-clock figures and the
+    keys `besides` (figures of the fault itself, checked by the caller)."""
     expected = [json.loads(line) for line in FIXTURE.read_text().splitlines()]
-    rows = [comparable(r) for r in read_metrics(run_dir)]
+    rows = [{k: v for k, v in comparable(r).items() if k not in besides} for r in read_metrics(run_dir)]
     assert [r["step"] for r in rows] == [r["step"] for r in expected]
     for got, want in zip(rows, expected):
         assert sorted(got) == sorted(want), want["step"]
@@ -138,3 +140,45 @@ def test_ctrl_c_twice_abandons_a_dead_policy_rank_is_one_line_and_a_new_lr_takes
     rows = {r["step"]: r for r in read_metrics(tmp_path)}
     assert [rows[s]["train/lr"] for s in (1, 2, 3, 4)] == [1e-3, 1e-3, 2e-3, 2e-3]
     assert "lr: 0.002" in (tmp_path / "logs" / "config.yaml").read_text()
+
+
+def grader_workers(driver: int) -> list[int]:
+    """The run's grader processes: the children of the grader pool's forkserver (a child of the driver)."""
+    forked = [p for p, c in descendants(driver).items() if "multiprocessing.forkserver" in c]
+    workers = {w for p in forked for w in descendants(p)}
+    return sorted(workers)
+
+
+def test_a_grader_worker_killed_while_idle_is_replaced_counted_and_the_run_ends_as_the_uninterrupted_one(
+        tiny_model, tmp_path):
+    # Most of the tiny run's answers ("1", "12", ...) are decided without the grading engine. The same
+    # problems with golds only the engine decides (|{-1}| is 1, |{-2}| is 2; every answer the tiny model
+    # can give is graded alike) send every answer to the grader processes and leave the run's metrics
+    # those of the fixture.
+    problems = tmp_path / "problems.jsonl"
+    rows = [json.loads(line) for line in (tiny_model / "problems.jsonl").read_text().splitlines()]
+    problems.write_text("".join(json.dumps({**r, "answer": f"|{{-{r['answer']}}}|"}) + "\n" for r in rows))
+    overrides = [o.replace(str(tiny_model / "problems.jsonl"), str(problems)) for o in straight_overrides(tiny_model)]
+    release = tmp_path / "release"  # step 2 is held at its start until this file exists (injected)
+    proc = run_script(tiny_model, tmp_path, *overrides, f"data.train.path={problems}", "reward.timeout_s=30",
+                      wait=False, env={"NEMO_GRPO_INJECT_FAULT": f"stall:2:{release}"})
+    try:
+        wait_for(tmp_path / "ckpt" / "step_1" / "meta.json", proc)  # graded steps 0 and 1; idle until step 2 grades
+        graders = grader_workers(proc.pid)
+        assert len(graders) == 1, descendants(proc.pid)  # reward.num_workers: 1 in tiny.yaml
+        os.kill(graders[0], signal.SIGKILL)
+        deadline = time.time() + 30
+        while alive(graders) and time.time() < deadline:
+            time.sleep(0.05)
+        assert alive(graders) == []
+    finally:
+        release.touch()
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+    assert "Traceback" not in out
+    rows = read_metrics(tmp_path)
+    # replaced when step 2 graded (the pool found the dead pipe and gave the task to the new worker),
+    # counted in that step's row; no answer failed
+    assert [r.get("reward/grader_restarts") for r in rows] == [None, None, 1.0, None, None]
+    assert all(r.get("reward/grader_failures", 0.0) == 0.0 for r in rows)
+    assert_equals_the_uninterrupted_run(tmp_path, besides=("reward/grader_restarts",))

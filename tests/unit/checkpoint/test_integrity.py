@@ -19,6 +19,8 @@ from nemo_grpo.checkpoint.manager import (
     CheckpointDamaged,
     CheckpointManager,
     CheckpointSaveError,
+    estimate_checkpoint_bytes,
+    folder_size,
     read_meta,
     sha256_file,
     verify_checkpoint,
@@ -197,10 +199,10 @@ def saving_run(manager, step, monkeypatch, *, policy_save=None, tokenizer_save=N
     monkeypatch.setattr(ckpt, "compat_fields", lambda cfg, fingerprint: COMPAT)
     monkeypatch.setattr(ckpt, "save_config", lambda cfg, path: open(path, "w").write("x: 1\n"))
 
-    def default_policy_save(path):
+    def default_policy_save(path, step=None):
         dcp.save({"w": torch.zeros(4)}, checkpoint_id=f"{path}/policy/weights", no_dist=True)
 
-    policy = SimpleNamespace(save=policy_save or default_policy_save, fingerprint=dict)
+    policy = SimpleNamespace(save=policy_save or default_policy_save, fingerprint=dict, state_bytes=lambda: 4 * 4 * 3)
     tokenizer = SimpleNamespace(save_pretrained=tokenizer_save or (lambda p: p.mkdir()))
     state = RunState()
     state.step = step
@@ -221,7 +223,9 @@ def test_a_full_disk_removes_the_partial_folder_and_says_so_in_one_line(tmp_path
     msg = str(err.value)
     assert isinstance(err.value, UserError) and "\n" not in msg
     assert f"cannot save the checkpoint of step 2 in {tmp_path / 'tmp_step_2'}: no space left on device" in msg
-    assert "bytes free on that filesystem" in msg and f"{tmp_path / 'step_1'} is intact" in msg
+    needed = estimate_checkpoint_bytes(4 * 4 * 3, folder_size(tmp_path / "step_1"))
+    assert f"it needs about {needed} bytes (" in msg and "free on that filesystem" in msg
+    assert f"{tmp_path / 'step_1'} is intact" in msg
     assert not (tmp_path / "tmp_step_2").exists()
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
     assert verify_checkpoint(tmp_path / "step_1") is None and read_meta(m.latest())["step"] == 1
@@ -231,7 +235,7 @@ def test_a_failure_on_a_policy_rank_is_found_behind_the_remote_error(tmp_path, m
     class RemoteError(RuntimeError):  # how Ray / DCP hand back a rank's OSError
         pass
 
-    def rank_save(path):
+    def rank_save(path, step):
         try:
             raise PermissionError(errno.EACCES, "Permission denied", f"{path}/policy/weights/__0_0.distcp")
         except OSError as exc:
@@ -258,8 +262,59 @@ def test_a_failure_while_finishing_or_beginning_a_save_is_the_same_message(tmp_p
 
 
 def test_other_errors_during_a_save_keep_their_traceback(tmp_path, monkeypatch):
-    def bug(path):
+    def bug(path, step):
         raise KeyError("a bug")
 
     with pytest.raises(KeyError):
         ckpt.save_checkpoint(saving_run(CheckpointManager(tmp_path), 1, monkeypatch, policy_save=bug), {})
+
+
+def test_the_estimate_is_the_model_and_optimizer_state_or_the_previous_checkpoint_plus_a_margin():
+    from nemo_grpo.checkpoint.manager import SAVE_EXTRA_BYTES, SAVE_MARGIN
+
+    state = 3 * (100 << 20)  # 100 MiB of fp32 parameters and AdamW's two moments
+    assert estimate_checkpoint_bytes(state, None) == int((state + SAVE_EXTRA_BYTES) * (1 + SAVE_MARGIN))
+    assert estimate_checkpoint_bytes(state, 10) == estimate_checkpoint_bytes(state, None)  # the larger figure
+    assert estimate_checkpoint_bytes(state, 400 << 20) == int((400 << 20) * (1 + SAVE_MARGIN))
+    assert estimate_checkpoint_bytes(None, None) == int(SAVE_EXTRA_BYTES * (1 + SAVE_MARGIN))
+
+
+@pytest.mark.parametrize("short_by", [1, 10 << 20])
+def test_a_save_that_clearly_does_not_fit_is_refused_before_anything_is_written(tmp_path, monkeypatch, short_by):
+    """A real checkpoint folder; only the free space is made up (disk_usage), as on a nearly full disk."""
+    import nemo_grpo.checkpoint.manager as manager_module
+
+    m = CheckpointManager(tmp_path)
+    ckpt.save_checkpoint(saving_run(m, 1, monkeypatch), {"train/loss": 1.0})
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    needed = estimate_checkpoint_bytes(4 * 4 * 3, folder_size(tmp_path / "step_1"))
+    free = needed - short_by
+    monkeypatch.setattr(manager_module.shutil, "disk_usage", lambda path: SimpleNamespace(total=2 * needed, used=0, free=free))
+    written = []
+    with pytest.raises(CheckpointSaveError) as err:
+        ckpt.save_checkpoint(saving_run(m, 2, monkeypatch, policy_save=lambda path, step: written.append(path)), {})
+    msg = str(err.value)
+    assert isinstance(err.value, UserError) and "\n" not in msg
+    assert msg.startswith(f"refusing to save the checkpoint of step 2 in {tmp_path / 'step_2'}: it needs about "
+                          f"{needed} bytes (") and f"only {free} bytes (" in msg and "are free on that filesystem" in msg
+    assert "nothing was written" in msg and f"{tmp_path / 'step_1'} is intact" in msg and "rerun the same command" in msg
+    assert written == [] and sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    assert verify_checkpoint(tmp_path / "step_1") is None
+    # with exactly the bytes needed free, the save goes ahead
+    monkeypatch.setattr(manager_module.shutil, "disk_usage", lambda path: SimpleNamespace(total=2 * needed, used=0, free=needed))
+    ckpt.save_checkpoint(saving_run(m, 2, monkeypatch), {"train/loss": 2.0})
+    assert verify_checkpoint(tmp_path / "step_2") is None
+
+
+def test_the_first_save_is_estimated_from_the_model_and_optimizer_state(tmp_path, monkeypatch):
+    import nemo_grpo.checkpoint.manager as manager_module
+
+    m = CheckpointManager(tmp_path / "ckpt")
+    monkeypatch.setattr(manager_module.shutil, "disk_usage", lambda path: SimpleNamespace(total=1 << 40, used=0, free=50 << 20))
+    run = saving_run(m, 1, monkeypatch)
+    run.policy.state_bytes = lambda: 3 * (20 << 20)  # 20 MiB of parameters: with the moments and extras > 50 MiB
+    with pytest.raises(CheckpointSaveError, match=rf"step 1 in {tmp_path / 'ckpt' / 'step_1'}: it needs about "
+                                                  rf"{estimate_checkpoint_bytes(3 * (20 << 20), None)} bytes \(83\.6 MiB\) "
+                                                  r"and only 52428800 bytes \(50 MiB\) are free.*there is no earlier checkpoint"):
+        ckpt.save_checkpoint(run, {})
+    assert not (tmp_path / "ckpt").exists() or list((tmp_path / "ckpt").iterdir()) == []

@@ -43,3 +43,20 @@ def test_a_group_of_one_is_allowed_with_the_raw_reward(tmp_path):
     cfg = load_train_config(recipe(tmp_path), ["grpo.num_generations_per_prompt=1", "advantage.estimator=raw",
                                                "policy.train_global_batch_size=4"])
     assert cfg.grpo.num_generations_per_prompt == 1
+
+
+@pytest.mark.parametrize("override, message", [
+    # issue 16: a negative global batch size was reported as a problem of the micro batch size
+    ("policy.train_global_batch_size=-8", r"^policy.train_global_batch_size: -8 responses per optimizer step; it must "
+                                          r"be at least 1: set it to a positive multiple of policy.train_micro_batch_size"),
+    ("policy.train_global_batch_size=0", r"^policy.train_global_batch_size: 0 responses per optimizer step"),
+    ("policy.train_micro_batch_size=-1", r"^policy.train_micro_batch_size: -1 responses per forward and backward; it "
+                                         r"must be at least 1: set it to a divisor of policy.train_global_batch_size"),
+    ("policy.logprob_micro_batch_size=0", r"^policy.logprob_micro_batch_size: 0 responses .* at least 1, or null"),
+    ("policy.train_micro_batch_size=3", r"^policy.train_global_batch_size: 16 is not a multiple of "
+                                        r"train_micro_batch_size 3; make it one"),
+])
+def test_each_bad_batch_size_names_its_own_key_and_what_to_do(tmp_path, override, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        load_train_config(recipe(tmp_path), ["policy.train_global_batch_size=16", override])
+    assert "\n" not in str(err.value)
