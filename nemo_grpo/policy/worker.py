@@ -3,9 +3,11 @@
 The driver creates one `PolicyWorker` per rank (Ray actors, or one object in the driver's process
 with `cluster.launcher: local`; see `nemo_grpo.distributed`) and calls every method on all ranks
 at once. Each rank also owns a generation engine (`engine`): it samples the rank's share of the
-prompts, and `refit` gathers the rank's shards straight into it, on the rank's device. Each rank receives its own shard of the batch; the loss
-of each micro-batch is normalised by counts of the WHOLE optimisation batch (over micro-batches
-and ranks, computed by the driver), so the gradients add up to exactly the full-batch gradient.
+prompts, and `refit` gathers the rank's shards straight into it, on the rank's device.
+
+Each rank receives its own shard of the batch; the loss of each micro-batch is normalised by
+counts of the WHOLE optimisation batch (over micro-batches and ranks, computed by the driver), so
+the gradients add up to exactly the full-batch gradient.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from nemo_grpo.models.precision import torch_dtype
 from nemo_grpo.policy.fused_head import causal_logprobs_and_entropy
 from nemo_grpo.policy.model import load_hf_model, lr_lambda, make_optimizer, model_fingerprint, shard_model
 from nemo_grpo.policy.packed_attention import PACKED_ATTENTION
+from nemo_grpo.policy.refit import weight_chunks
 from nemo_grpo.utils.faults import maybe_no_space
 
 
@@ -235,8 +238,6 @@ class PolicyWorker:
         engine = self._engine()
         if engine.version == version:
             return {"seconds": 0.0, "bytes": 0.0}
-        from nemo_grpo.policy.refit import weight_chunks
-
         start = time.perf_counter()
         spec = self.engine_spec
         dtype = torch_dtype(spec.precision) if self.device.type == "cuda" else torch.float32
