@@ -40,6 +40,43 @@ def chunk_state_dict(state_dict: dict[str, torch.Tensor], chunk_bytes: int) -> I
     return chunk_pairs(unique_items(state_dict), chunk_bytes)
 
 
+def _is_input_embedding(module: torch.nn.Module) -> bool:
+    from vllm.model_executor.layers.vocab_parallel_embedding import ParallelLMHead, VocabParallelEmbedding
+
+    return isinstance(module, VocabParallelEmbedding) and not isinstance(module, ParallelLMHead)
+
+
+def _has_own_tensors(module: torch.nn.Module) -> bool:
+    return any(True for _ in module.parameters(recurse=False)) or any(True for _ in module.buffers(recurse=False))
+
+
+def parts_to_reprocess(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The submodules that together hold every weight but the input embedding's, for vLLM's
+    layerwise reload (which re-runs each layer's weight processing: on CPU, packing a linear
+    layer's weight for oneDNN). The input embedding is a lookup that keeps its plain weight, so
+    it is loaded in place by its own loader: processing it again would pack a copy of the whole
+    vocabulary that nothing multiplies with (on CPU, a tenth of a small model's refit).
+    `[model]` when the embedding cannot be set apart."""
+    def split(module: torch.nn.Module) -> list[torch.nn.Module] | None:
+        parts: list[torch.nn.Module] = []
+        for child in module.children():
+            if _is_input_embedding(child):
+                continue
+            if not any(_is_input_embedding(m) for m in child.modules()):
+                parts.append(child)
+            elif _has_own_tensors(child):
+                return None
+            else:
+                sub = split(child)
+                if sub is None:
+                    return None
+                parts.extend(sub)
+        return parts
+
+    parts = None if _has_own_tensors(model) else split(model)
+    return [model] if parts is None else parts
+
+
 class RefitWorkerExtension:
     """Mixed into vLLM's worker class (`worker_extension_cls`); methods are called by name
     through `LLM.collective_rpc`. `self` is the vLLM worker."""
@@ -49,7 +86,8 @@ class RefitWorkerExtension:
 
         self._nemo_loaded = set()
         with self._nemo_config():
-            initialize_layerwise_reload(self.model_runner.get_model())
+            for part in parts_to_reprocess(self.model_runner.get_model()):
+                initialize_layerwise_reload(part)
 
     def nemo_refit_chunk(self, payload: Any) -> int:
         """Load one chunk of (name, tensor) pairs (the engine runs in the caller's process)."""
