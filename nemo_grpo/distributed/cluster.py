@@ -1,8 +1,10 @@
 """Ray: start or join a cluster, reserve resources in a placement group, run worker groups.
 
 One config runs on one CPU box, one GPU, eight GPUs or several nodes: the policy group asks for
-one bundle per rank (a GPU each on GPU clusters, a fraction of a CPU on CPU runs) and Ray places
-them; rank 0's node hosts the torch.distributed rendezvous.
+one bundle per node (`cluster.num_nodes`), holding that node's ranks (a GPU each on GPU clusters, a
+fraction of a CPU on CPU runs); with several nodes the bundles are STRICT_SPREAD, so each lands on
+its own node and consecutive ranks share one. Rank 0's node hosts the torch.distributed rendezvous,
+at that node's address (reachable from the others).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import os
 from typing import Any
 
 import ray
-from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from nemo_grpo.distributed.ports import free_port
@@ -44,13 +46,26 @@ def _node_address_and_port() -> tuple[str, int]:
     return ray.util.get_node_ip_address(), free_port()
 
 
+def node_layout(world_size: int, num_nodes: int, per_rank: dict[str, float]) -> tuple[list[dict[str, float]], str, list[int]]:
+    """The placement of `world_size` ranks on `num_nodes` nodes: one bundle per node holding its
+    ranks' resources, the strategy that puts each bundle on a node of its own, and each rank's
+    bundle (ranks 0..k-1 on the first node, k..2k-1 on the second, ...)."""
+    if num_nodes < 1 or world_size % num_nodes:
+        raise ValueError(f"{world_size} ranks cannot be split evenly over {num_nodes} nodes")
+    per_node = world_size // num_nodes
+    bundles = [{k: v * per_node for k, v in per_rank.items()} for _ in range(num_nodes)]
+    return bundles, "STRICT_SPREAD" if num_nodes > 1 else "PACK", [rank // per_node for rank in range(world_size)]
+
+
 class WorkerGroup:
-    """`world_size` actors of one class, one per placement-group bundle, called together."""
+    """`world_size` actors of one class over `num_nodes` nodes (`node_layout`), called together."""
 
     def __init__(self, cls: type, world_size: int, *, gpus_per_worker: float, cpus_per_worker: float,
-                 init_args: Any = (), init_kwargs: dict[str, Any] | None = None, env_vars: dict[str, str] | None = None):
-        bundle = {"CPU": cpus_per_worker, **({"GPU": gpus_per_worker} if gpus_per_worker else {})}
-        self.placement = placement_group([dict(bundle) for _ in range(world_size)], strategy="PACK")
+                 num_nodes: int = 1, init_args: Any = (), init_kwargs: dict[str, Any] | None = None,
+                 env_vars: dict[str, str] | None = None):
+        per_rank = {"CPU": cpus_per_worker, **({"GPU": gpus_per_worker} if gpus_per_worker else {})}
+        bundles, strategy, bundle_of = node_layout(world_size, num_nodes, per_rank)
+        self.placement = placement_group(bundles, strategy=strategy)
         ray.get(self.placement.ready(), timeout=300)
         address, port = ray.get(_node_address_and_port.options(
             scheduling_strategy=PlacementGroupSchedulingStrategy(self.placement, placement_group_bundle_index=0)
@@ -60,11 +75,17 @@ class WorkerGroup:
             remote_cls.options(
                 num_cpus=cpus_per_worker, num_gpus=gpus_per_worker,
                 **({"runtime_env": {"env_vars": env_vars}} if env_vars else {}),
-                scheduling_strategy=PlacementGroupSchedulingStrategy(self.placement, placement_group_bundle_index=rank),
+                scheduling_strategy=PlacementGroupSchedulingStrategy(self.placement,
+                                                                     placement_group_bundle_index=bundle_of[rank]),
             ).remote(rank, world_size, address, port, *init_args, **(init_kwargs or {}))
             for rank in range(world_size)
         ]
         self.world_size = world_size
+        nodes = placement_group_table(self.placement)["bundles_to_node_id"]
+        self.rank_nodes = [nodes[bundle_of[rank]] for rank in range(world_size)]  # Ray node id of each rank
+        if num_nodes > 1:
+            log.info("policy ranks on %d Ray nodes: %s (rendezvous at %s:%d)", num_nodes,
+                     ", ".join(f"rank {r} on node {n}" for r, n in enumerate(self.rank_nodes)), address, port)
 
     def call(self, method: str, *args: Any, **kwargs: Any) -> list[ray.ObjectRef]:
         """The same call on every rank; returns object refs in rank order."""
