@@ -64,6 +64,18 @@ def wait_for(path: Path, proc, timeout: float = 600) -> None:
     assert path.exists(), proc.stdout.read() if proc.poll() is not None else "timed out"
 
 
+def read_until(proc, text: str, timeout: float = 600) -> str:
+    """The run's output up to and including the first line containing `text` (the run goes on)."""
+    lines, deadline = [], time.time() + timeout
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        lines.append(line)
+        if text in line or not line:
+            break
+    assert text in lines[-1], "".join(lines)
+    return "".join(lines)
+
+
 def last_line(out: str) -> str:
     return out.strip().splitlines()[-1]
 
@@ -81,25 +93,50 @@ def assert_equals_the_uninterrupted_run(run_dir: Path, *, besides: tuple[str, ..
                 (want["step"], key)
 
 
-def test_sigterm_mid_step_saves_the_step_exits_143_and_the_same_command_resumes(tiny_model, tmp_path):
-    # step 2 is slowed by 10 s, injected: a tiny step could otherwise end before the signal arrives
+def test_sigterm_to_the_process_group_or_the_driver_saves_the_step_exits_143_and_the_same_command_resumes(
+        tiny_model, tmp_path):
+    # 1. SIGTERM to the whole process group, as a scheduler sends it, during step 2 (slowed by 10 s,
+    #    injected: a tiny step could otherwise end before the signal arrives). Ray's daemons run in a
+    #    process group of their own, so the step finishes on them and is saved, and the run ends in
+    #    seconds, not after Ray's minute of waiting for a GCS that the signal had stopped.
     proc = run_script(tiny_model, tmp_path, *straight_overrides(tiny_model), wait=False,
                       env={"NEMO_GRPO_INJECT_FAULT": "stall:2:10"})
     wait_for(tmp_path / "ckpt" / "step_1" / "meta.json", proc)  # step 2 runs now
     started = descendants(proc.pid)
-    assert any("raylet" in c for c in started.values())
-    os.kill(proc.pid, signal.SIGTERM)  # a scheduler's preemption, to the driver
+    assert any("raylet" in c for c in started.values()) and any("gcs_server" in c for c in started.values())
+    signalled = time.time()
+    os.killpg(proc.pid, signal.SIGTERM)  # the driver leads the group (run_script starts a session)
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 143, out
+    # in seconds: the step (with the rest of its 10 s stall), its save, and stopping Ray
+    step_2 = read_metrics(tmp_path)[-1]
+    assert time.time() - signalled < step_2["timing/step_s"] + step_2["timing/checkpoint_s"] + 20, out
     line = last_line(out)
     assert line.startswith("stopped by SIGTERM: step 2 finished and was checkpointed in ") and "run the same command" in line
-    assert "Traceback" not in out and out.count("stopped by SIGTERM") == 1
+    assert "Traceback" not in out and out.count("stopped by SIGTERM") == 1 and "GCS" not in out
     assert (tmp_path / "ckpt" / "step_2" / "meta.json").is_file() and not (tmp_path / "ckpt" / "step_3").exists()
     time.sleep(3)
     assert alive(started) == [], {p: started[p] for p in alive(started)}  # Ray, its workers, the graders: gone
+    # 2. the same command; SIGTERM to the driver alone during step 3 (its first step, slowed by 10 s)
+    proc = run_script(tiny_model, tmp_path, *straight_overrides(tiny_model), wait=False,
+                      env={"NEMO_GRPO_INJECT_FAULT": "stall:3:10"})
+    head = read_until(proc, "resumed from")  # step 3 starts right after (no validation before it)
+    time.sleep(3)
+    started = descendants(proc.pid)
+    os.kill(proc.pid, signal.SIGTERM)
+    out, _ = proc.communicate(timeout=300)
+    out = head + out
+    assert proc.returncode == 143, out
+    line = last_line(out)
+    assert line.startswith("stopped by SIGTERM: step 3 finished and was checkpointed in ") and "run the same command" in line
+    assert "Traceback" not in out and out.count("stopped by SIGTERM") == 1
+    assert (tmp_path / "ckpt" / "step_3" / "meta.json").is_file() and not (tmp_path / "ckpt" / "step_4").exists()
+    time.sleep(3)
+    assert alive(started) == [], {p: started[p] for p in alive(started)}
+    # 3. the same command finishes the run: the metrics of the uninterrupted one
     rc, out = run_script(tiny_model, tmp_path, *straight_overrides(tiny_model))
     assert rc == 0, out
-    assert "resumed from" in out and "step_2" in out
+    assert "resumed from" in out and "step_3" in out
     assert_equals_the_uninterrupted_run(tmp_path)
 
 
