@@ -6,7 +6,8 @@ import socket
 
 
 def free_port() -> int:
-    """A free TCP port on this host (the torch.distributed rendezvous)."""
+    """A free TCP port on this host, on every address (the torch.distributed rendezvous listens on
+    the node's address, which other nodes reach)."""
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind(("", 0))
         return s.getsockname()[1]

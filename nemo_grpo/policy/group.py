@@ -17,7 +17,7 @@ from nemo_grpo.policy.worker import PolicyWorker
 
 class PolicyGroup:
     def __init__(self, world_size: int, policy_cfg, loss_cfg, *, gpus_per_worker: float, cpus_per_worker: float,
-                 launcher: str = "ray", env_vars: dict[str, str] | None = None, **worker_kwargs):
+                 launcher: str = "ray", env_vars: dict[str, str] | None = None, num_nodes: int = 1, **worker_kwargs):
         self.world_size, self.policy_cfg, self.launcher = world_size, policy_cfg, launcher
         if launcher == "local":
             from nemo_grpo.distributed.local import LocalWorkerGroup
@@ -29,7 +29,7 @@ class PolicyGroup:
             from nemo_grpo.distributed.cluster import WorkerGroup
 
             self.workers = WorkerGroup(PolicyWorker, world_size, gpus_per_worker=gpus_per_worker,
-                                       cpus_per_worker=cpus_per_worker, init_args=(policy_cfg, loss_cfg),
+                                       cpus_per_worker=cpus_per_worker, num_nodes=num_nodes, init_args=(policy_cfg, loss_cfg),
                                        init_kwargs=worker_kwargs, env_vars=env_vars)
         self.get = self.workers.get
 

@@ -3,8 +3,11 @@
 Why not ``multiprocessing.Pool`` or ``concurrent.futures``: neither can stop one running task. Here
 each worker owns a pipe; a task that outlives its deadline gets its worker SIGKILLed and replaced
 (the replacement forks from a preloaded forkserver, so it is ready in milliseconds), and the task
-is reported as ``timeout``. A worker that dies or raises is reported as ``error``. Both are
-counted in ``stats``, never folded silently into a result.
+is reported as ``timeout``. A worker that dies while it runs a task (killed from outside, out of
+memory) is replaced and the task is given once more, to the replacement: its answer is graded as
+if nothing had happened; a task whose second worker dies too (an input that crashes the grader),
+or that raises, is reported as ``error``. Timeouts, errors, retries and replacements are counted in
+``stats``, never folded silently into a result.
 
 ``run`` is safe to call from any thread (one batch runs at a time, guarded by a lock) and uses no
 signals. A pool created before ``os.fork`` is not used by the child: ``get_pool`` builds a new one.
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import io
+import logging
 import multiprocessing as mp
 import os
 import signal
@@ -24,7 +28,12 @@ from dataclasses import dataclass
 from multiprocessing import forkserver, popen_forkserver, reduction, spawn, util
 from multiprocessing.connection import Connection, wait
 from multiprocessing.context import ForkServerProcess, set_spawning_popen
+from pathlib import Path
 from typing import Any
+
+from nemo_grpo.utils.faults import slow_grade
+
+log = logging.getLogger(__name__)
 
 _PRELOAD = ["nemo_grpo.rewards._preload"]
 _MEMORY_LIMIT_BYTES = 4 << 30
@@ -41,10 +50,20 @@ def _debug_crash(code: int) -> None:
     os._exit(code)
 
 
+def _slowed(seconds: float, marker: str, name: str, args: tuple) -> Any:
+    """A fault injected on purpose (`slow_grade`, utils/faults.py): `name(*args)`, `seconds` late,
+    announced by creating the file `marker` (when given)."""
+    if marker:
+        Path(marker).touch()
+    time.sleep(seconds)
+    return _task_functions()[name](*args)
+
+
 def _task_functions() -> dict[str, Any]:
     from nemo_grpo.rewards.equivalence import engine_equal
 
-    return {"engine_equal": engine_equal, "debug_sleep": _debug_sleep, "debug_crash": _debug_crash}
+    return {"engine_equal": engine_equal, "debug_sleep": _debug_sleep, "debug_crash": _debug_crash,
+            "slowed": _slowed}
 
 
 def _worker_main(conn: Connection) -> None:
@@ -145,7 +164,7 @@ class GraderPool:
         self.timeout_s = timeout_s
         self.start_timeout_s = start_timeout_s
         self.pid = os.getpid()
-        self.stats = {"tasks": 0, "timeouts": 0, "errors": 0, "worker_restarts": 0}
+        self.stats = {"tasks": 0, "timeouts": 0, "errors": 0, "retries": 0, "worker_restarts": 0}
         self._lock = threading.Lock()
         self._workers = [_Worker(self._ctx) for _ in range(num_workers)]
         self._closed = False
@@ -166,6 +185,9 @@ class GraderPool:
     def _run_locked(self, name: str, arg_list: list[tuple], limit: float) -> list[TaskResult]:
         results: list[TaskResult | None] = [None] * len(arg_list)
         pending = deque(range(len(arg_list)))
+        started: dict[int, float] = {}  # a task's first start (a retried task's time counts from there)
+        retried: set[int] = set()  # tasks given again after their worker died
+        slow = slow_grade()  # tests: the first task sent is slowed (a grader busy on purpose)
         self.stats["tasks"] += len(arg_list)
         start_deadline = time.monotonic() + self.start_timeout_s
         while pending or any(w.task for w in self._workers):
@@ -173,13 +195,17 @@ class GraderPool:
             for w in list(self._workers):
                 if pending and w.ready and w.task is None:
                     i = pending.popleft()
+                    message = (name, arg_list[i])
+                    if slow is not None and i not in retried:
+                        message, slow = ("slowed", (slow[0], slow[1], name, arg_list[i])), None
                     try:
-                        w.conn.send((name, arg_list[i]))
+                        w.conn.send(message)
                     except OSError:  # the worker died while idle (killed, out of memory): replace it, retry the task
                         pending.appendleft(i)
                         self._replace(w)
                         continue
-                    w.task = (i, now, now + limit)
+                    started.setdefault(i, now)
+                    w.task = (i, started[i], now + limit)
             if not any(w.ready for w in self._workers) and now > start_deadline:
                 raise RuntimeError(f"no grader worker became ready in {self.start_timeout_s:.0f} s")
             deadlines = [w.task[2] for w in self._workers if w.task]
@@ -203,8 +229,15 @@ class GraderPool:
                     w.task = None
                     if kind == "died":
                         w.proc.join(timeout=1)
-                        self.stats["errors"] += 1
-                        results[i] = TaskResult("error", f"worker died (exit {w.proc.exitcode})", now - t0)
+                        if i not in retried:  # killed from outside, most likely: the task goes to the replacement
+                            log.warning("a grader process (pid %s) died while grading (exit status %s); replaced "
+                                        "it and gave its answer to the new process", w.proc.pid, w.proc.exitcode)
+                            retried.add(i)
+                            pending.appendleft(i)
+                            self.stats["retries"] += 1
+                        else:
+                            self.stats["errors"] += 1
+                            results[i] = TaskResult("error", f"worker died twice (exit {w.proc.exitcode})", now - t0)
                         self._replace(w)
                     else:
                         if kind == "error":

@@ -40,7 +40,7 @@ from nemo_grpo.trainer.state import RunState
 from nemo_grpo.trainer.validation import run_validation, validation_due
 from nemo_grpo.utils.errors import RunEnded
 from nemo_grpo.utils.lock import FolderLock
-from nemo_grpo.utils.faults import maybe_stall
+from nemo_grpo.utils.faults import grading_step, maybe_stall
 
 log = logging.getLogger(__name__)
 
@@ -217,9 +217,10 @@ def grpo_step(run: Run) -> dict[str, Any]:
     if run.state.weights_stale:
         with _timer(timing, "refit"):
             refit(run)
-    step = collect_rollouts(run.loader.next_batch, generate(run), sampling_params(run),  # -> generation -> reward
-                            num_prompts=cfg.grpo.num_prompts_per_step, group_size=cfg.grpo.num_generations_per_prompt,
-                            reward=cfg.reward, dapo=cfg.dapo)
+    with grading_step(run.state.step + 1):  # tests: a grader slowed in this step (slow_grade)
+        step = collect_rollouts(run.loader.next_batch, generate(run), sampling_params(run),  # -> generation -> reward
+                                num_prompts=cfg.grpo.num_prompts_per_step,
+                                group_size=cfg.grpo.num_generations_per_prompt, reward=cfg.reward, dapo=cfg.dapo)
     timing.update(step.seconds)
     rollouts, rewards = step.rollouts, step.rewards
     batch = pack_rollouts([r.prompt_ids for r in rollouts], [r.response_ids for r in rollouts],

@@ -125,7 +125,8 @@ def setup_run(cfg: TrainConfig, *, after_ray_init: Callable[[], None] | None = N
                         -(-sequences_in_flight(cfg, validation) // world_size))
     policy = PolicyGroup(
         world_size, cfg.policy, cfg.loss, gpus_per_worker=plan["rank_gpus"],
-        cpus_per_worker=cfg.cluster.cpus_per_worker, launcher=plan["launcher"], env_vars=env_vars, device=device,
+        cpus_per_worker=cfg.cluster.cpus_per_worker, launcher=plan["launcher"], env_vars=env_vars,
+        num_nodes=cfg.cluster.num_nodes, device=device,
         temperature=cfg.generation.temperature, total_optimizer_steps=steps_per_grpo * cfg.grpo.max_num_steps,
         seed=cfg.grpo.seed, need_reference=cfg.loss.needs_reference, num_threads=threads, engine=engine,
     )

@@ -2,17 +2,21 @@
 abruptly (like a crash or a kill) when the run reaches that point at that step; `no_space:<step>`
 makes the policy ranks' checkpoint write of that step fail as a full disk does (OSError ENOSPC);
 `stall` hangs or slows the step there (like a stuck collective or a slow generation), so that a
-test can signal a run whose step is certainly still running."""
+test can signal a run whose step is certainly still running; `slow_grade` makes a grader process
+busy for a while in that step, so that a test can kill it while it grades."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ENV = "NEMO_GRPO_INJECT_FAULT"
 STALL_S = 3600.0
+_grading_step: int | None = None  # the step whose responses the driver grades now (slow_grade)
 
 
 def maybe_crash(point: str, step: int) -> None:
@@ -40,3 +44,27 @@ def maybe_stall(step: int) -> None:
         deadline = time.monotonic() + STALL_S
         while not Path(until).exists() and time.monotonic() < deadline:
             time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def grading_step(step: int) -> Iterator[None]:
+    """The driver grades the responses of `step` inside this block (what `slow_grade` looks at)."""
+    global _grading_step
+    before, _grading_step = _grading_step, step
+    try:
+        yield
+    finally:
+        _grading_step = before
+
+
+def slow_grade() -> tuple[float, str] | None:
+    """`slow_grade:<step>:<seconds>[:<file>]`: while the responses of that step are graded, the first
+    task of each batch sent to a grader process takes `seconds` longer there, and that process creates
+    `<file>` when it starts it (a test then knows the grader is busy). Returns (seconds, file or "")
+    during that step, else None. A task given again to a replacement process is not slowed."""
+    point, _, rest = os.environ.get(ENV, "").partition(":")
+    at, _, rest = rest.partition(":")
+    if point != "slow_grade" or _grading_step is None or at != str(_grading_step):
+        return None
+    seconds, _, marker = rest.partition(":")
+    return float(seconds), marker

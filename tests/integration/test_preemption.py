@@ -64,14 +64,26 @@ def wait_for(path: Path, proc, timeout: float = 600) -> None:
     assert path.exists(), proc.stdout.read() if proc.poll() is not None else "timed out"
 
 
+def read_until(proc, text: str, timeout: float = 600) -> str:
+    """The run's output up to and including the first line containing `text` (the run goes on)."""
+    lines, deadline = [], time.time() + timeout
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        lines.append(line)
+        if text in line or not line:
+            break
+    assert text in lines[-1], "".join(lines)
+    return "".join(lines)
+
+
 def last_line(out: str) -> str:
     return out.strip().splitlines()[-1]
 
 
-def assert_equals_the_uninterrupted_run(run_dir: Path, *, besides: tuple[str, ...] = ()) -> None:
+def assert_equals_the_uninterrupted_run(run_dir: Path, *, besides: tuple[str, ...] = (), fixture: Path = FIXTURE) -> None:
     """The run's metrics are the fixture's (floats to 1e-6 relative), but for wall-clock figures and the
     keys `besides` (figures of the fault itself, checked by the caller)."""
-    expected = [json.loads(line) for line in FIXTURE.read_text().splitlines()]
+    expected = [json.loads(line) for line in fixture.read_text().splitlines()]
     rows = [{k: v for k, v in comparable(r).items() if k not in besides} for r in read_metrics(run_dir)]
     assert [r["step"] for r in rows] == [r["step"] for r in expected]
     for got, want in zip(rows, expected):
@@ -81,25 +93,50 @@ def assert_equals_the_uninterrupted_run(run_dir: Path, *, besides: tuple[str, ..
                 (want["step"], key)
 
 
-def test_sigterm_mid_step_saves_the_step_exits_143_and_the_same_command_resumes(tiny_model, tmp_path):
-    # step 2 is slowed by 10 s, injected: a tiny step could otherwise end before the signal arrives
+def test_sigterm_to_the_process_group_or_the_driver_saves_the_step_exits_143_and_the_same_command_resumes(
+        tiny_model, tmp_path):
+    # 1. SIGTERM to the whole process group, as a scheduler sends it, during step 2 (slowed by 10 s,
+    #    injected: a tiny step could otherwise end before the signal arrives). Ray's daemons run in a
+    #    process group of their own, so the step finishes on them and is saved, and the run ends in
+    #    seconds, not after Ray's minute of waiting for a GCS that the signal had stopped.
     proc = run_script(tiny_model, tmp_path, *straight_overrides(tiny_model), wait=False,
                       env={"NEMO_GRPO_INJECT_FAULT": "stall:2:10"})
     wait_for(tmp_path / "ckpt" / "step_1" / "meta.json", proc)  # step 2 runs now
     started = descendants(proc.pid)
-    assert any("raylet" in c for c in started.values())
-    os.kill(proc.pid, signal.SIGTERM)  # a scheduler's preemption, to the driver
+    assert any("raylet" in c for c in started.values()) and any("gcs_server" in c for c in started.values())
+    signalled = time.time()
+    os.killpg(proc.pid, signal.SIGTERM)  # the driver leads the group (run_script starts a session)
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 143, out
+    # in seconds: the step (with the rest of its 10 s stall), its save, and stopping Ray
+    step_2 = read_metrics(tmp_path)[-1]
+    assert time.time() - signalled < step_2["timing/step_s"] + step_2["timing/checkpoint_s"] + 20, out
     line = last_line(out)
     assert line.startswith("stopped by SIGTERM: step 2 finished and was checkpointed in ") and "run the same command" in line
-    assert "Traceback" not in out and out.count("stopped by SIGTERM") == 1
+    assert "Traceback" not in out and out.count("stopped by SIGTERM") == 1 and "GCS" not in out
     assert (tmp_path / "ckpt" / "step_2" / "meta.json").is_file() and not (tmp_path / "ckpt" / "step_3").exists()
     time.sleep(3)
     assert alive(started) == [], {p: started[p] for p in alive(started)}  # Ray, its workers, the graders: gone
+    # 2. the same command; SIGTERM to the driver alone during step 3 (its first step, slowed by 10 s)
+    proc = run_script(tiny_model, tmp_path, *straight_overrides(tiny_model), wait=False,
+                      env={"NEMO_GRPO_INJECT_FAULT": "stall:3:10"})
+    head = read_until(proc, "resumed from")  # step 3 starts right after (no validation before it)
+    time.sleep(3)
+    started = descendants(proc.pid)
+    os.kill(proc.pid, signal.SIGTERM)
+    out, _ = proc.communicate(timeout=300)
+    out = head + out
+    assert proc.returncode == 143, out
+    line = last_line(out)
+    assert line.startswith("stopped by SIGTERM: step 3 finished and was checkpointed in ") and "run the same command" in line
+    assert "Traceback" not in out and out.count("stopped by SIGTERM") == 1
+    assert (tmp_path / "ckpt" / "step_3" / "meta.json").is_file() and not (tmp_path / "ckpt" / "step_4").exists()
+    time.sleep(3)
+    assert alive(started) == [], {p: started[p] for p in alive(started)}
+    # 3. the same command finishes the run: the metrics of the uninterrupted one
     rc, out = run_script(tiny_model, tmp_path, *straight_overrides(tiny_model))
     assert rc == 0, out
-    assert "resumed from" in out and "step_2" in out
+    assert "resumed from" in out and "step_3" in out
     assert_equals_the_uninterrupted_run(tmp_path)
 
 
@@ -149,18 +186,22 @@ def grader_workers(driver: int) -> list[int]:
     return sorted(workers)
 
 
-def test_a_grader_worker_killed_while_idle_is_replaced_counted_and_the_run_ends_as_the_uninterrupted_one(
-        tiny_model, tmp_path):
-    # Most of the tiny run's answers ("1", "12", ...) are decided without the grading engine. The same
-    # problems with golds only the engine decides (|{-1}| is 1, |{-2}| is 2; every answer the tiny model
-    # can give is graded alike) send every answer to the grader processes and leave the run's metrics
-    # those of the fixture.
+def engine_graded_overrides(tiny_model: Path, tmp_path: Path) -> list[str]:
+    """Most of the tiny run's answers ("1", "12", ...) are decided without the grading engine. The same
+    problems with golds only the engine decides (|{-1}| is 1, |{-2}| is 2; every answer the tiny model
+    can give is graded alike) send every answer to the grader processes and leave the run's metrics
+    those of the fixture."""
     problems = tmp_path / "problems.jsonl"
     rows = [json.loads(line) for line in (tiny_model / "problems.jsonl").read_text().splitlines()]
     problems.write_text("".join(json.dumps({**r, "answer": f"|{{-{r['answer']}}}|"}) + "\n" for r in rows))
     overrides = [o.replace(str(tiny_model / "problems.jsonl"), str(problems)) for o in straight_overrides(tiny_model)]
+    return [*overrides, f"data.train.path={problems}", "reward.timeout_s=60"]
+
+
+def test_a_grader_worker_killed_while_idle_is_replaced_counted_and_the_run_ends_as_the_uninterrupted_one(
+        tiny_model, tmp_path):
     release = tmp_path / "release"  # step 2 is held at its start until this file exists (injected)
-    proc = run_script(tiny_model, tmp_path, *overrides, f"data.train.path={problems}", "reward.timeout_s=30",
+    proc = run_script(tiny_model, tmp_path, *engine_graded_overrides(tiny_model, tmp_path),
                       wait=False, env={"NEMO_GRPO_INJECT_FAULT": f"stall:2:{release}"})
     try:
         wait_for(tmp_path / "ckpt" / "step_1" / "meta.json", proc)  # graded steps 0 and 1; idle until step 2 grades
@@ -180,5 +221,31 @@ def test_a_grader_worker_killed_while_idle_is_replaced_counted_and_the_run_ends_
     # replaced when step 2 graded (the pool found the dead pipe and gave the task to the new worker),
     # counted in that step's row; no answer failed
     assert [r.get("reward/grader_restarts") for r in rows] == [None, None, 1.0, None, None]
+    assert all(r.get("reward/grader_failures", 0.0) == 0.0 for r in rows)
+    assert_equals_the_uninterrupted_run(tmp_path, besides=("reward/grader_restarts",))
+
+
+def test_a_grader_worker_killed_while_busy_is_replaced_its_answer_graded_again_and_the_run_ends_as_the_uninterrupted_one(
+        tiny_model, tmp_path):
+    # Step 3 (the one step of the tiny run that trains) grades its answers with the first task held
+    # in the grader process for 40 s (injected: slow_grade), which announces it by creating `busy`.
+    busy = tmp_path / "busy"
+    proc = run_script(tiny_model, tmp_path, *engine_graded_overrides(tiny_model, tmp_path), wait=False,
+                      env={"NEMO_GRPO_INJECT_FAULT": f"slow_grade:3:40:{busy}"})
+    wait_for(busy, proc)
+    graders = grader_workers(proc.pid)
+    assert len(graders) == 1, descendants(proc.pid)  # reward.num_workers: 1 in tiny.yaml
+    os.kill(graders[0], signal.SIGKILL)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+    assert "Traceback" not in out
+    assert out.count(f"a grader process (pid {graders[0]}) died while grading (exit status -9); replaced it and "
+                     "gave its answer to the new process") == 1
+    assert (tmp_path / "ckpt" / "step_4" / "meta.json").is_file()
+    rows = read_metrics(tmp_path)
+    # the replacement counted in step 3's row; its answer graded by the new process like any other, so
+    # no grader failure and every other metric the uninterrupted run's (step 3 trains on those rewards)
+    assert [r.get("reward/grader_restarts") for r in rows] == [None, None, None, 1.0, None]
+    assert rows[3]["timing/reward_s"] < 40  # the replacement graded it at once, nobody waited for the slow task
     assert all(r.get("reward/grader_failures", 0.0) == 0.0 for r in rows)
     assert_equals_the_uninterrupted_run(tmp_path, besides=("reward/grader_restarts",))

@@ -22,10 +22,67 @@ def test_timeout_kills_and_replaces_the_worker(grader_pool):
     assert [o.value for o in grader_pool.run("debug_sleep", [(0,)] * 4)] == ["slept"] * 4
 
 
-def test_a_dying_worker_is_an_error_not_a_hang(grader_pool):
+def test_a_task_that_kills_its_worker_twice_is_an_error_not_a_hang(grader_pool):
+    """An input that crashes the grader: given once more to the replacement, which dies too; then
+    it is an error (counted), and the pool still works."""
+    before = dict(grader_pool.stats)
     out = grader_pool.run("debug_crash", [(3,)])
-    assert out[0].status == "error" and "exit 3" in out[0].value
+    assert out[0].status == "error" and "worker died twice (exit 3)" in out[0].value
+    assert grader_pool.stats["retries"] == before["retries"] + 1
+    assert grader_pool.stats["errors"] == before["errors"] + 1
+    assert grader_pool.stats["worker_restarts"] == before["worker_restarts"] + 2
     assert grader_pool.run("debug_sleep", [(0,)])[0].status == "ok"
+
+
+def test_a_worker_killed_while_busy_is_replaced_and_its_task_graded_by_the_replacement(grader_pool, tmp_path,
+                                                                                       monkeypatch, caplog):
+    """A grader process killed mid-task (OOM killer, an operator's kill -9): its task is given to the
+    replacement and gets its real result, not an error; the kill is counted and said in one warning.
+    The first task is kept busy on purpose (NEMO_GRPO_INJECT_FAULT=slow_grade, utils/faults.py)."""
+    import os
+    import signal
+
+    from nemo_grpo.utils.faults import grading_step
+
+    marker = tmp_path / "busy"
+    monkeypatch.setenv("NEMO_GRPO_INJECT_FAULT", f"slow_grade:7:30:{marker}")
+    before = dict(grader_pool.stats)
+    found: dict[str, list] = {}
+
+    def grade() -> None:
+        with grading_step(7):
+            found["out"] = grader_pool.run("debug_sleep", [(0,), (0,)], timeout_s=60)
+
+    worker = threading.Thread(target=grade)
+    t0 = time.perf_counter()
+    worker.start()
+    while not marker.exists() and worker.is_alive():
+        time.sleep(0.01)
+    busy = [w for w in grader_pool._workers if w.task is not None and w.task[0] == 0]
+    assert len(busy) == 1
+    os.kill(busy[0].proc.pid, signal.SIGKILL)
+    worker.join(timeout=30)
+    assert time.perf_counter() - t0 < 20  # not the 30 s of the slowed task: the retry is not slowed
+    assert [(o.status, o.value) for o in found["out"]] == [("ok", "slept"), ("ok", "slept")]
+    assert grader_pool.stats["retries"] == before["retries"] + 1
+    assert grader_pool.stats["errors"] == before["errors"]
+    assert grader_pool.stats["worker_restarts"] == before["worker_restarts"] + 1
+    assert "died while grading (exit status -9); replaced it and gave its answer to the new process" in caplog.text
+
+
+def test_slow_grade_slows_only_the_first_task_of_its_step(grader_pool, monkeypatch):
+    from nemo_grpo.utils.faults import grading_step
+
+    monkeypatch.setenv("NEMO_GRPO_INJECT_FAULT", "slow_grade:2:0.6")
+    t0 = time.perf_counter()
+    grader_pool.run("debug_sleep", [(0,)] * 3)  # no step being graded: not slowed
+    with grading_step(1):
+        grader_pool.run("debug_sleep", [(0,)] * 3)  # another step
+    assert time.perf_counter() - t0 < 0.5
+    with grading_step(2):
+        out = grader_pool.run("debug_sleep", [(0,)] * 3)
+    assert [o.value for o in out] == ["slept"] * 3
+    assert [o.elapsed_s >= 0.6 for o in out] == [True, False, False]
 
 
 def test_grader_timeout_is_reported_not_silently_wrong(grader_pool, monkeypatch):
