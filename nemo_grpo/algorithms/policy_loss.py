@@ -72,6 +72,11 @@ def _surrogate(batch, cfg, adv, old, keep, generator):
     return fn(batch.logprobs, old, adv, keep, cfg)
 
 
+# Metrics that are a micro-batch's share of a term aggregated over the whole optimizer step (divided
+# by the step's global normaliser): like the loss, they add up over micro-batches and ranks.
+SHARE_METRICS = frozenset({"pg_loss", "entropy_term", "kl_ref"})
+
+
 def _kl_terms(batch, cfg, old, keep, normalizer, flags, metrics):
     """KL loss term(s); Archer splits it into low/high-entropy parts with their own counts."""
     if batch.ref_logprobs is None:

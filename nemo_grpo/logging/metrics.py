@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+from nemo_grpo.algorithms.policy_loss import SHARE_METRICS
+
 
 def rollout_metrics(rollouts: list[Any], grades: list[Any], rewards: torch.Tensor, advantages: torch.Tensor,
                     group_size: int) -> dict[str, float]:
@@ -45,16 +47,17 @@ def throughput_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def merge_rank_metrics(per_rank: list[dict[str, float]]) -> dict[str, float]:
-    """Combine the policy ranks' train metrics: losses add up over ranks (each is a share of the
-    global normalisation), grad norm and lr are global, the rest are means weighted by the
-    tokens each rank trained on (ranks without trained tokens carry no such metrics)."""
+    """Combine the policy ranks' train metrics: the loss and its terms (`SHARE_METRICS`) add up over
+    ranks (each is a share of the global normalisation), grad norm and lr are global, the rest are
+    means weighted by the tokens each rank trained on (ranks without trained tokens carry no such
+    metrics)."""
     out: dict[str, float] = {}
     tokens = [m.get("tokens", 0.0) for m in per_rank]
     total = sum(tokens)
     keys = {k for m in per_rank for k in m}
     for key in sorted(keys):
         values = [m.get(key, 0.0) for m in per_rank]
-        if key in ("loss", "tokens"):
+        if key in ("loss", "tokens") or key in SHARE_METRICS:
             out[key] = sum(values)
         elif key in ("grad_norm", "lr"):
             out[key] = values[0]

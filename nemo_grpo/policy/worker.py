@@ -30,7 +30,7 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.distributed.device_mesh import init_device_mesh
 
 from nemo_grpo.algorithms.aggregation import Normalizer
-from nemo_grpo.algorithms.policy_loss import LossBatch, policy_loss
+from nemo_grpo.algorithms.policy_loss import SHARE_METRICS, LossBatch, policy_loss
 from nemo_grpo.algorithms.numerics import gen_train_kl, token_mult_prob_error
 from nemo_grpo.algorithms.batch import TrainBatch
 from nemo_grpo.algorithms.packing import pack, pack_layout, plan_packed, row_lengths, unpack
@@ -168,8 +168,9 @@ class PolicyWorker:
         `micro_sizes`: per minibatch, the rows of each packed micro-batch (the driver's plan).
 
         Returns: `loss` (mean over optimizer steps of this rank's share of each step's loss),
-        `grad_norm` (mean over steps), `lr` (of the last step), `tokens` (trained tokens) and
-        the loss metrics as token-weighted means over every trained token of the call.
+        `grad_norm` (mean over steps), `lr` (of the last step), `tokens` (trained tokens), the
+        loss's terms (`SHARE_METRICS`) like `loss`, and the other loss metrics as token-weighted
+        means over every trained token of the call.
         """
         start = time.perf_counter()
         self.model.train()
@@ -185,13 +186,14 @@ class PolicyWorker:
                 count = float(micro.mask.sum())
                 tokens += count
                 for key, value in metrics.items() if count else ():  # padding rows carry no metrics
-                    _accumulate(sums, key, float(value), count)
+                    _accumulate(sums, key, float(value), 1.0 if key in SHARE_METRICS else count)
             norms += self._clip_and_step()
             lr = self.scheduler.get_last_lr()[0]
             self.scheduler.step()
         self.model.eval()
         steps = max(len(minibatches), 1)
-        result = {k: (v if k.endswith(EXTREMES) else v / tokens) for k, v in sums.items()} if tokens else {}
+        result = {k: v if k.endswith(EXTREMES) else v / (steps if k in SHARE_METRICS else tokens)
+                  for k, v in sums.items()} if tokens else {}
         result.update(loss=losses / steps, grad_norm=norms / steps, lr=lr, tokens=tokens,
                       train_time_s=time.perf_counter() - start)
         return result

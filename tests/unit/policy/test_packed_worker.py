@@ -68,11 +68,14 @@ def test_packed_worker_equals_padded(tmp_path, arch):
     torch.testing.assert_close(packed[0].old_logprobs, batch.old_logprobs, rtol=RTOL, atol=ATOL)
     for key in padded[1]:
         assert packed[1][key] == pytest.approx(padded[1][key], rel=RTOL, abs=ATOL), key
-    # the loss and the token means; not per-micro-batch shares like pg_loss, whose token-weighted
-    # mean depends on how rows are grouped (as it does on train_micro_batch_size)
+    # the loss, its terms (shares of the step's normalisation that add up over micro-batches, however
+    # the rows are grouped) and the token means
     for step in (0, 1):
-        for key in ("loss", "grad_norm", "tokens", "entropy", "approx_kl_old", "gen_kl_error"):
+        for key in ("loss", "pg_loss", "entropy_term", "grad_norm", "tokens", "entropy", "approx_kl_old",
+                    "gen_kl_error"):
             assert packed[2][step][key] == pytest.approx(padded[2][step][key], rel=RTOL, abs=ATOL), (step, key)
+        for metrics in (padded[2][step], packed[2][step]):  # loss = pg_loss - entropy_coef x entropy_term
+            assert metrics["loss"] == pytest.approx(metrics["pg_loss"] - 0.01 * metrics["entropy_term"], rel=1e-5)
     assert padded[2][0]["grad_norm"] > 0.5  # the clip binds, so the norm matters to the update
     grad_diff = 0.0
     for name, value in padded[4].items():

@@ -23,12 +23,15 @@ def test_linear_and_cosine_decay_to_the_floor():
 
 def test_merge_rank_metrics():
     ranks = [
-        {"loss": 0.2, "grad_norm": 3.0, "lr": 1e-5, "tokens": 30.0, "entropy": 1.0, "ratio_max": 1.2, "ratio_min": 0.9},
-        {"loss": 0.1, "grad_norm": 3.0, "lr": 1e-5, "tokens": 10.0, "entropy": 2.0, "ratio_max": 1.5, "ratio_min": 0.8},
+        {"loss": 0.2, "pg_loss": 0.25, "grad_norm": 3.0, "lr": 1e-5, "tokens": 30.0, "entropy": 1.0, "ratio_max": 1.2,
+         "ratio_min": 0.9},
+        {"loss": 0.1, "pg_loss": 0.05, "grad_norm": 3.0, "lr": 1e-5, "tokens": 10.0, "entropy": 2.0, "ratio_max": 1.5,
+         "ratio_min": 0.8},
         {"loss": 0.0, "grad_norm": 3.0, "lr": 1e-5, "tokens": 0.0},  # a rank with only padding rows
     ]
     out = merge_rank_metrics(ranks)
     assert out["loss"] == pytest.approx(0.3)  # shares of one global normalisation add up
+    assert out["pg_loss"] == pytest.approx(0.3)  # so do the loss's terms
     assert out["entropy"] == pytest.approx(1.25)  # token-weighted
     assert (out["ratio_max"], out["ratio_min"]) == (1.5, 0.8)
     assert out["tokens"] == 40.0 and out["grad_norm"] == 3.0
