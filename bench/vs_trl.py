@@ -41,6 +41,7 @@ import sys
 import tempfile
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,17 +69,23 @@ def main() -> None:
     print(f"logs in {work}", flush=True)
 
     trl_python = args.trl_python or trl_environment()
-    model, overrides, settings = prepare(work, args.steps, args.lr)
-    ours_rows, ours_wall, ours_load = run_ours(work, model, overrides)
-    trl_rows, trl_wall, trl_load = run_trl(work, trl_python, settings)
+    overrides, settings = prepare(work, args.steps, args.lr)
+    ours = run_ours(work, overrides)
+    trl = run_trl(work, trl_python, settings)
     header = (f"# .venv/bin/python bench/vs_trl.py --steps {args.steps}   ({datetime.date.today()}, "
-              f"{os.cpu_count()} CPUs, {trl_version(trl_python)}; ours: vLLM-CPU generation, TRL: HF generate)")
-    report = render(header, ours_rows, ours_wall, trl_rows, trl_wall)
-    report += (f"\nload average (1 min) at start -> end: ours {ours_load}, TRL {trl_load} (each side's own 2 threads "
-               "add about 2; more means other jobs, which slow 2-thread torch far more than their share)")
+              f"{os.cpu_count()} CPUs, {trl_version(trl_python)})")
+    report = render(header, ours, trl)
     print(report)
     if args.out:
         Path(args.out).write_text(report + "\n")
+
+
+@dataclass
+class Side:
+    rows: list[dict]  # one per step: step_s and <phase>_s
+    generation: str  # its generation backend
+    wall: float = 0.0  # the whole run in seconds, start-up included
+    load: str = "?"  # the machine's 1-minute load average at its start -> end
 
 
 def trl_environment() -> str:
@@ -107,9 +114,9 @@ def trl_version(python: str) -> str:
     return f"TRL {out.stdout.strip() or '?'}"
 
 
-def prepare(work: Path, steps: int, lr: float) -> tuple[str, list[str], Path]:
-    """The model folder both sides read, our overrides, and TRL's settings file (with the prompts,
-    in our loader's order, and the reward config), all from the default recipe."""
+def prepare(work: Path, steps: int, lr: float) -> tuple[list[str], Path]:
+    """Our overrides and TRL's settings file (the model folder both read, the prompts in our loader's
+    order, the reward config), all from the default recipe."""
     from nemo_grpo.data.loader import PromptLoader
     from nemo_grpo.models.source import load_tokenizer, resolve_model_path
     from nemo_grpo.trainer.config import load_train_config
@@ -144,22 +151,27 @@ def prepare(work: Path, steps: int, lr: float) -> tuple[str, list[str], Path]:
     }
     path = work / "trl-settings.json"
     path.write_text(json.dumps(settings, indent=1))
-    return model, overrides, path
+    return overrides, path
 
 
-def run_ours(work: Path, model: str, overrides: list[str]) -> tuple[list[dict], float, str]:
-    wall, load = run_logged("ours", [sys.executable, str(REPO / "examples" / "run_grpo_math.py"), *overrides],
-                      work / "ours.log")
-    rows = [json.loads(line) for line in (work / "ours" / "metrics.jsonl").read_text().splitlines()]
+def run_ours(work: Path, overrides: list[str]) -> Side:
+    command = [sys.executable, str(REPO / "examples" / "run_grpo_math.py"), *overrides]
+    wall, load = run_logged("ours", command, work / "ours.log")
+    return Side(**ours_steps(work / "ours" / "metrics.jsonl"), wall=wall, load=load)
+
+
+def ours_steps(metrics: Path) -> dict:
+    """Our per-step times (`timing/*` in metrics.jsonl) and generation backend."""
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
     rows = [r for r in rows if "timing/step_s" in r]
-    return [{"step_s": r["timing/step_s"], **{f"{p}_s": r.get(f"timing/{p}_s", 0.0) for p in PHASES}}
-            for r in rows], wall, load
+    steps = [{"step_s": r["timing/step_s"], **{f"{p}_s": r.get(f"timing/{p}_s", 0.0) for p in PHASES}} for r in rows]
+    return {"rows": steps, "generation": rows[0].get("generation/backend", "?") if rows else "?"}
 
 
-def run_trl(work: Path, python: str, settings: Path) -> tuple[list[dict], float, str]:
+def run_trl(work: Path, python: str, settings: Path) -> Side:
     wall, load = run_logged("TRL", [python, str(REPO / "bench" / "trl_grpo.py"), str(settings)], work / "trl.log")
     out = Path(json.loads(settings.read_text())["out"])
-    return [json.loads(line) for line in out.read_text().splitlines()], wall, load
+    return Side([json.loads(line) for line in out.read_text().splitlines()], "HF generate", wall, load)
 
 
 def run_logged(name: str, command: list[str], log: Path) -> tuple[float, str]:
@@ -183,23 +195,26 @@ def medians(rows: list[dict]) -> dict[str, float]:
     return {k: statistics.median(r[k] for r in rows) for k in keys}
 
 
-def render(header: str, ours: list[dict], ours_wall: float, trl: list[dict], trl_wall: float) -> str:
+def render(header: str, ours: Side, trl: Side) -> str:
     """The report: median step and phases side by side, the ratio, each step, the total walls."""
-    if not ours or not trl:
-        raise SystemExit(f"no step times: ours logged {len(ours)} steps, TRL {len(trl)}")
-    mo, mt = medians(ours), medians(trl)
+    if not ours.rows or not trl.rows:
+        raise SystemExit(f"no step times: ours logged {len(ours.rows)} steps, TRL {len(trl.rows)}")
+    mo, mt = medians(ours.rows), medians(trl.rows)
 
     def cell(m: dict, key: str) -> str:
         return f"{m[key]:10.1f}" if key in m else f"{'-':>10}"
 
-    lines = [header, f"{'median s':<22}{'ours':>10}{'TRL':>10}"]
+    lines = [header, f"generation: ours {ours.generation}, TRL {trl.generation}",
+             f"{'median s':<22}{'ours':>10}{'TRL':>10}"]
     lines += [f"{label:<22}{cell(mo, key)}{cell(mt, key)}"
               for label, key in [("step", "step_s"), *((p, f"{p}_s") for p in PHASES)]]
-    lines.append(f"{'total wall (start-up)':<22}{ours_wall:10.1f}{trl_wall:10.1f}")
+    lines.append(f"{'total wall (start-up)':<22}{ours.wall:10.1f}{trl.wall:10.1f}")
     lines.append(f"ratio ours/TRL, median step: {mo['step_s'] / mt['step_s']:.2f}   "
-                 f"total wall: {ours_wall / trl_wall:.2f}")
-    lines.append("per step (s): ours " + " ".join(f"{r['step_s']:.1f}" for r in ours)
-                 + " | TRL " + " ".join(f"{r['step_s']:.1f}" for r in trl))
+                 f"total wall: {ours.wall / trl.wall:.2f}")
+    lines.append("per step (s): ours " + " ".join(f"{r['step_s']:.1f}" for r in ours.rows)
+                 + " | TRL " + " ".join(f"{r['step_s']:.1f}" for r in trl.rows))
+    lines.append(f"load average (1 min) at start -> end: ours {ours.load}, TRL {trl.load} (each side's own 2 threads "
+                 "add about 2; more means other jobs, which slow 2-thread torch far more than their share)")
     return "\n".join(lines)
 
 
