@@ -20,7 +20,7 @@ the others), and prints:
 * peak memory: `torch.cuda.max_memory_allocated` on GPU; the process's peak RSS
   (`resource.getrusage`) on CPU, which includes Python, torch and the model.
 * ckpt_s (training cases): blocking time of `worker.save_checkpoint` (DCP, model + optimizer),
-  written in the loop (`checkpointing.async_save=off`).
+  written in the loop (`checkpointing.async_save=none`).
 * async_s, write_s (training cases, `--async-save process|thread`, default process): the same save
   in the background: the time it blocks the caller (the state staged into host memory), and the
   time until its files are on disk (`wait_save`). The second of two background saves counts (the
@@ -166,7 +166,7 @@ def run_case(args, case: Case) -> dict:
             start = time.perf_counter()
             worker.save_checkpoint(str(work / "ckpt"))
             ckpt = time.perf_counter() - start
-            for attempt in range(2 if args.async_save != "off" else 0):  # the second: buffers and writer exist
+            for attempt in range(2 if args.async_save != "none" else 0):  # the second: buffers and writer exist
                 start = time.perf_counter()
                 worker.save_checkpoint(str(work / f"async{attempt}"), background=args.async_save)
                 blocked = time.perf_counter() - start
@@ -198,7 +198,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="torch threads on CPU (default: all cores, as a one-rank run)")
     parser.add_argument("--model-dir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--shared", type=Path, default=Path(os.environ.get("NEMO_GRPO_SHARED", REPO.parent / "shared")))
-    parser.add_argument("--async-save", choices=["process", "thread", "off"], default="process",
+    parser.add_argument("--async-save", choices=["process", "thread", "none"], default="process",
                         help="also time a background checkpoint save (checkpointing.async_save)")
     parser.add_argument("--out", help="also write the report to this file")
     parser.add_argument("--case", help=argparse.SUPPRESS)

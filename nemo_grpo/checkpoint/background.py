@@ -26,8 +26,6 @@ import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.staging import AsyncStager, DefaultStager, StagingOptions
 from torch.distributed.checkpoint.state_dict_saver import AsyncCheckpointerType
 
-MODES = ("process", "thread", "off")
-
 
 class _AlreadyStaged(AsyncStager):
     """The state dict handed to async_save is the staged copy already: no second copy."""

@@ -18,8 +18,8 @@ class CheckpointingConfig:
     # is abandoned (0: abandon at once).
     preemption_grace_s: float = 120.0
     # The policy's DCP shards written off the loop (the loop waits only while the state is staged):
-    # "process" (torch's process-based writer), "thread", or "off" (the loop waits for the whole save).
-    async_save: Literal["process", "thread", "off"] = "process"
+    # "process" (torch's process-based writer), "thread", or "none" (the loop waits for the whole save).
+    async_save: Literal["process", "thread", "none"] = "process"
 
     def validate(self) -> None:
         if self.save_period < 1:

@@ -134,7 +134,7 @@ class PolicyGroup:
             return [(share, None) for share in distribute(batch, self.world_size, size)]
         return [(p.batch, p.sizes) for p in packed_shares(batch, self.world_size, budget)]
 
-    def save(self, step_dir: str, step: int | None = None, background: str = "off") -> None:
+    def save(self, step_dir: str, step: int | None = None, background: str = "none") -> None:
         """Every rank's shards; with `background` ("process", "thread") the call returns once they are
         staged and `save_done` / `wait_save` tell when they are on disk."""
         self.workers.run("save_checkpoint", step_dir, step, background)

@@ -30,11 +30,11 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.distributed.device_mesh import init_device_mesh
 
 from nemo_grpo.algorithms.aggregation import Normalizer
-from nemo_grpo.checkpoint.background import BackgroundWriter
 from nemo_grpo.algorithms.policy_loss import LossBatch, policy_loss
 from nemo_grpo.algorithms.numerics import gen_train_kl, token_mult_prob_error
 from nemo_grpo.algorithms.batch import TrainBatch
 from nemo_grpo.algorithms.packing import pack, pack_layout, plan_packed, row_lengths, unpack
+from nemo_grpo.checkpoint.background import BackgroundWriter
 from nemo_grpo.generation.engine import EngineSpec, start_engine
 from nemo_grpo.generation.interface import Rollout, SamplingParams
 from nemo_grpo.models.precision import torch_dtype
@@ -267,7 +267,7 @@ class PolicyWorker:
         sd = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         return sd if self.rank == 0 else None
 
-    def save_checkpoint(self, step_dir: str, step: int | None = None, background: str = "off") -> None:
+    def save_checkpoint(self, step_dir: str, step: int | None = None, background: str = "none") -> None:
         """DCP: `policy/weights` (model) and `policy/optimizer`, plus per-rank scheduler and RNG.
         `background` "process" or "thread": return once the state is staged, the DCP folders are
         written in the background (`checkpoint/background.py`; `save_done` / `wait_save` report it).
@@ -276,7 +276,7 @@ class PolicyWorker:
         root = Path(step_dir) / "policy"
         self.wait_save()  # at most one save in flight
         root.mkdir(parents=True, exist_ok=True)
-        if background != "off":
+        if background != "none":
             self._writer(background).start(
                 [(get_model_state_dict(self.model), str(root / "weights")),
                  (get_optimizer_state_dict(self.model, self.optimizer), str(root / "optimizer"))],
@@ -287,7 +287,7 @@ class PolicyWorker:
             dcp.save(get_optimizer_state_dict(self.model, self.optimizer), checkpoint_id=str(root / "optimizer"))
         torch.save({"scheduler": self.scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
                     "fingerprint": self.fingerprint}, root / f"extra_state_rank{self.rank}.pt")
-        if background == "off":
+        if background == "none":
             dist.barrier()
 
     def _save_faults(self, step: int | None, index: int, folder: str) -> None:

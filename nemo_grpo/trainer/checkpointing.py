@@ -58,7 +58,7 @@ def save_checkpoint(run: Run, metrics: dict[str, Any], *, wait: bool = False) ->
         meta = {"step": step, "consumed_samples": run.state.consumed_samples,
                 "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
                 "compat": compat_fields(run.cfg, fingerprint)}
-        if mode == "off":
+        if mode == "none":
             run.last_saved = run.checkpoints.finish(tmp, step, meta)
         else:
             run.saving = SaveInFlight(run.checkpoints.finish, step, tmp, meta, run.policy.save_done)

@@ -33,7 +33,7 @@ class Ranks:
         self.error: BaseException | None = None
         self.calls: list[tuple[str, str]] = []
 
-    def save(self, path, step=None, background="off"):
+    def save(self, path, step=None, background="none"):
         self.calls.append((path, background))
         dcp.save({"w": torch.full((4,), float(step))}, checkpoint_id=f"{path}/policy/weights", no_dist=True)
 
@@ -93,7 +93,7 @@ def test_the_next_save_waits_for_the_one_in_flight(tmp_path, monkeypatch):
     run.state.step = 1
     ckpt.save_checkpoint(run, {})
     seen_when_step_2_began = []
-    ranks.save = lambda path, step=None, background="off": (
+    ranks.save = lambda path, step=None, background="none": (
         seen_when_step_2_began.append(sorted(p.name for p in tmp_path.iterdir())), Ranks.save(ranks, path, step))
     threading.Timer(0.5, ranks.written.set).start()
     run.state.step = 2
