@@ -18,8 +18,9 @@ class CheckpointingConfig:
     # is abandoned (0: abandon at once).
     preemption_grace_s: float = 120.0
     # The policy's DCP shards written off the loop (the loop waits only while the state is staged):
-    # "process" (torch's process-based writer), "thread", or "none" (the loop waits for the whole save).
-    async_save: Literal["process", "thread", "none"] = "process"
+    # "thread" (a writer thread in each rank), "process" (torch's process-based writer), or "none"
+    # (the loop waits for the whole save). Why thread is the default: docs/checkpoints.md.
+    async_save: Literal["process", "thread", "none"] = "thread"
 
     def validate(self) -> None:
         if self.save_period < 1:

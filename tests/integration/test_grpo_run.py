@@ -159,20 +159,20 @@ def test_kill_after_step_2_then_resume_matches_uninterrupted(tiny_model, straigh
 
 def test_interrupted_saves_keep_the_previous_checkpoint_resumable(tiny_model, tmp_path):
     """Two crashes, injected, each leaving a tmp_ folder that is never loaded: one while the shards of
-    step 2 are written in the background (checkpointing.async_save, default process: the rank dies
-    between the weights and the optimizer), one in the driver after the shards of step 3. Each time
-    the same command resumes from the checkpoint before. (Resumes from background checkpoints to the
+    step 2 are written in the background (checkpointing.async_save=process: the rank dies between the
+    weights and the optimizer), one in the driver after the shards of step 3 (the default, thread).
+    Each time the same command resumes from the checkpoint before. (Resumes from background checkpoints to the
     fixture's metrics: test_disk_and_folders.py, test_preemption.py.)"""
     from nemo_grpo.checkpoint.manager import CheckpointManager, verify_checkpoint
 
     ckpt = tmp_path / "ckpt"
-    rc, out = run_script(tiny_model, tmp_path, "grpo.max_num_steps=3",
+    rc, out = run_script(tiny_model, tmp_path, "grpo.max_num_steps=3", "checkpointing.async_save=process",
                          env={"NEMO_GRPO_INJECT_FAULT": "background_write:2"})
-    assert rc == 17, out  # the injected crash, in the background writer of step 2
+    assert rc == 17, out  # the injected crash, in the background writer of step 2 (torch's writer process)
     assert (ckpt / "tmp_step_2" / "policy" / "weights" / ".metadata").is_file()  # half written: weights only
     assert not (ckpt / "tmp_step_2" / "policy" / "optimizer" / ".metadata").exists()
     assert not (ckpt / "step_2").exists() and not (ckpt / "tmp_step_2" / "meta.json").exists()
-    assert [step for step, _ in CheckpointManager(ckpt).complete()] == [1]  # step 1, saved in the background
+    assert [step for step, _ in CheckpointManager(ckpt).complete()] == [1]  # step 1, written by the process
     assert verify_checkpoint(ckpt / "step_1") is None
 
     rc, out = run_script(tiny_model, tmp_path, "grpo.max_num_steps=3", env={"NEMO_GRPO_INJECT_FAULT": "save:3"})
