@@ -19,7 +19,12 @@ the others), and prints:
   bf16) on cuda; on CPU MFU is not meaningful unless a peak is given.
 * peak memory: `torch.cuda.max_memory_allocated` on GPU; the process's peak RSS
   (`resource.getrusage`) on CPU, which includes Python, torch and the model.
-* ckpt_s (training cases): blocking time of `worker.save_checkpoint` (DCP, model + optimizer).
+* ckpt_s (training cases): blocking time of `worker.save_checkpoint` (DCP, model + optimizer),
+  written in the loop (`checkpointing.async_save=none`).
+* async_s, write_s (training cases, `--async-save process|thread`, default process): the same save
+  in the background: the time it blocks the caller (the state staged into host memory), and the
+  time until its files are on disk (`wait_save`). The second of two background saves counts (the
+  first also allocates the staging memory and, with `process`, starts the writer process).
 
 Cases: training with fixed lengths L, with variable lengths (uniform in [L/8, L]), and with
 activation checkpointing; the forward log-prob pass with fixed and variable lengths; each padded
@@ -156,11 +161,17 @@ def run_case(args, case: Case) -> dict:
             peak = torch.cuda.max_memory_allocated()
         else:
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        ckpt = None
+        ckpt = blocked = written = None
         if case.training:
             start = time.perf_counter()
             worker.save_checkpoint(str(work / "ckpt"))
             ckpt = time.perf_counter() - start
+            for attempt in range(2 if args.async_save != "none" else 0):  # the second: buffers and writer exist
+                start = time.perf_counter()
+                worker.save_checkpoint(str(work / f"async{attempt}"), background=args.async_save)
+                blocked = time.perf_counter() - start
+                worker.wait_save()
+                written = time.perf_counter() - start
         model = worker.model
         params = sum(p.numel() for p in model.parameters())
         if not cfg.tie_word_embeddings:
@@ -170,7 +181,8 @@ def run_case(args, case: Case) -> dict:
     tokens = sum(lengths)
     flops = flops_per_call(cfg, params, lengths, case.training)
     return {**asdict(case), "seconds": seconds, "tokens": tokens, "tok_s": tokens / seconds,
-            "tflops": flops / seconds / 1e12, "peak_bytes": peak, "ckpt_s": ckpt, "params": params}
+            "tflops": flops / seconds / 1e12, "peak_bytes": peak, "ckpt_s": ckpt, "async_s": blocked,
+            "write_s": written, "params": params}
 
 
 def main() -> None:
@@ -186,6 +198,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="torch threads on CPU (default: all cores, as a one-rank run)")
     parser.add_argument("--model-dir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--shared", type=Path, default=Path(os.environ.get("NEMO_GRPO_SHARED", REPO.parent / "shared")))
+    parser.add_argument("--async-save", choices=["process", "thread", "none"], default="process",
+                        help="also time a background checkpoint save (checkpointing.async_save)")
     parser.add_argument("--out", help="also write the report to this file")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -216,7 +230,7 @@ def main() -> None:
              f"{args.micro * args.seq} tokens; fastest of {args.steps} timed calls after 1 warm-up; "
              + ("peak RSS of the case's process" if args.device == "cpu" else "torch.cuda.max_memory_allocated"),
              f"{'case':38s} {'tokens':>7s} {'s/call':>7s} {'tok/s':>9s} {'TFLOP/s':>8s} {'MFU':>6s} "
-             f"{'peak GiB':>8s} {'ckpt_s':>6s}"]
+             f"{'peak GiB':>8s} {'ckpt_s':>6s} {'async_s':>7s} {'write_s':>7s}"]
     print("\n".join(lines), flush=True)
     started = time.perf_counter()
     for case in cases(args.cases.split(",") if args.cases else None):
@@ -227,6 +241,7 @@ def main() -> None:
         res = json.loads(proc.stdout.strip().splitlines()[-1])
         mfu = f"{100 * res['tflops'] / args.peak_tflops:5.1f}%" if args.peak_tflops else "   n/a"
         ckpt = f"{res['ckpt_s']:6.2f}" if res["ckpt_s"] is not None else "     -"
+        ckpt += "".join(f" {res[k]:7.2f}" if res.get(k) is not None else "       -" for k in ("async_s", "write_s"))
         line = (f"{case.label:38s} {res['tokens']:7d} {res['seconds']:7.3f} {res['tok_s']:9.0f} {res['tflops']:8.3f} "
                 f"{mfu} {res['peak_bytes'] / 2**30:8.2f} {ckpt}")
         print(line, flush=True)
@@ -234,8 +249,10 @@ def main() -> None:
     tail = (f"MFU: model FLOPs (6 x {res['params'] / 1e6:.1f}M matmul params x tokens + attention; 2x for log-probs) "
             f"/ {args.peak_tflops} TFLOP/s" if args.peak_tflops else
             "MFU: not meaningful on CPU without --peak-tflops (TFLOP/s is the achieved model FLOP rate)")
-    lines += [tail, f"total {time.perf_counter() - started:.0f} s"]
-    print("\n".join(lines[-2:]))
+    saves = (f"ckpt_s: a checkpoint save in the loop; async_s / write_s: with checkpointing.async_save="
+             f"{args.async_save}, the time it blocks / until on disk (the second of two saves)")
+    lines += [tail, saves, f"total {time.perf_counter() - started:.0f} s"]
+    print("\n".join(lines[-3:]))
     if args.out:
         Path(args.out).write_text("\n".join(lines) + "\n")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 
 @dataclass
@@ -16,6 +17,10 @@ class CheckpointingConfig:
     # SIGTERM / SIGINT: seconds the running step may take to finish and be checkpointed before it
     # is abandoned (0: abandon at once).
     preemption_grace_s: float = 120.0
+    # The policy's DCP shards written off the loop (the loop waits only while the state is staged):
+    # "thread" (a writer thread in each rank), "process" (torch's process-based writer), or "none"
+    # (the loop waits for the whole save). Why thread is the default: docs/checkpoints.md.
+    async_save: Literal["process", "thread", "none"] = "thread"
 
     def validate(self) -> None:
         if self.save_period < 1:

@@ -13,7 +13,8 @@ Layout of one checkpoint (`<checkpoint_dir>/step_<N>/`):
 
 Everything is written into `tmp_step_<N>/` first and renamed when complete, so a crash while
 saving leaves the previous checkpoint untouched and a half-written folder that is never loaded
-(and is removed on the next start). Before writing, `check_space` estimates the bytes the
+(and is removed on the next start). A save in the background (`checkpointing.async_save`,
+`inflight.py`) is finished the same way once its shards are written. Before writing, `check_space` estimates the bytes the
 checkpoint needs (`estimate_checkpoint_bytes`) and refuses a save that clearly does not fit the
 free space, before anything is written. A save that fails anyway (a full disk, a permission)
 removes its own `tmp_step_<N>/` and raises `CheckpointSaveError`, one line with the folder, the

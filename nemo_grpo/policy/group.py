@@ -134,8 +134,18 @@ class PolicyGroup:
             return [(share, None) for share in distribute(batch, self.world_size, size)]
         return [(p.batch, p.sizes) for p in packed_shares(batch, self.world_size, budget)]
 
-    def save(self, step_dir: str, step: int | None = None) -> None:
-        self.workers.run("save_checkpoint", step_dir, step)
+    def save(self, step_dir: str, step: int | None = None, background: str = "none") -> None:
+        """Every rank's shards; with `background` ("process", "thread") the call returns once they are
+        staged and `save_done` / `wait_save` tell when they are on disk."""
+        self.workers.run("save_checkpoint", step_dir, step, background)
+
+    def save_done(self) -> bool:
+        """Whether no rank is still writing a checkpoint (never blocks on the write); raises a rank's
+        write error."""
+        return all(self.workers.run("save_done"))
+
+    def wait_save(self) -> None:
+        self.workers.run("wait_save")
 
     def state_bytes(self) -> int:
         """Bytes of the model and optimizer state a checkpoint writes (rank 0 sees the global sizes)."""

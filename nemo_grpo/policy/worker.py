@@ -35,6 +35,7 @@ from nemo_grpo.algorithms.policy_loss import SHARE_METRICS, LossBatch, policy_lo
 from nemo_grpo.algorithms.numerics import gen_train_kl, token_mult_prob_error
 from nemo_grpo.algorithms.batch import TrainBatch
 from nemo_grpo.algorithms.packing import pack, pack_layout, plan_packed, row_lengths, unpack
+from nemo_grpo.checkpoint.background import BackgroundWriter
 from nemo_grpo.generation.engine import EngineSpec, start_engine
 from nemo_grpo.generation.interface import Rollout, SamplingParams
 from nemo_grpo.models.precision import torch_dtype
@@ -42,7 +43,7 @@ from nemo_grpo.policy.fused_head import causal_logprobs_and_entropy
 from nemo_grpo.policy.model import load_hf_model, lr_lambda, make_optimizer, model_fingerprint, shard_model
 from nemo_grpo.policy.packed_attention import PACKED_ATTENTION
 from nemo_grpo.policy.refit import weight_chunks
-from nemo_grpo.utils.faults import maybe_no_space
+from nemo_grpo.utils.faults import maybe_crash, maybe_no_space
 
 
 class PolicyWorker:
@@ -73,6 +74,7 @@ class PolicyWorker:
         # After the process group: an in-process vLLM joins this world (each rank its own engine).
         self.engine = start_engine(engine, device=device) if engine is not None else None
         self.engine_spec = engine
+        self.background: BackgroundWriter | None = None  # created by the first background save
 
     def _load(self, model_name: str) -> torch.nn.Module:
         model = load_hf_model(model_name, device=self.device)
@@ -271,17 +273,48 @@ class PolicyWorker:
         sd = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         return sd if self.rank == 0 else None
 
-    def save_checkpoint(self, step_dir: str, step: int | None = None) -> None:
+    def save_checkpoint(self, step_dir: str, step: int | None = None, background: str = "none") -> None:
         """DCP: `policy/weights` (model) and `policy/optimizer`, plus per-rank scheduler and RNG.
-        `step` only serves the injected faults of tests (a full disk while the shards are written)."""
+        `background` "process" or "thread": return once the state is staged, the DCP folders are
+        written in the background (`checkpoint/background.py`; `save_done` / `wait_save` report it).
+        `step` only serves the injected faults of tests (a full disk while the shards are written,
+        a crash between the two folders of a background write)."""
         root = Path(step_dir) / "policy"
-        dcp.save(get_model_state_dict(self.model), checkpoint_id=str(root / "weights"))
-        if step is not None:
-            maybe_no_space(step, root / "optimizer" / f"__{self.rank}_0.distcp")
-        dcp.save(get_optimizer_state_dict(self.model, self.optimizer), checkpoint_id=str(root / "optimizer"))
+        self.wait_save()  # at most one save in flight
+        root.mkdir(parents=True, exist_ok=True)
+        if background != "none":
+            self._writer(background).start(
+                [(get_model_state_dict(self.model), str(root / "weights")),
+                 (get_optimizer_state_dict(self.model, self.optimizer), str(root / "optimizer"))],
+                before_each=lambda index, folder: self._save_faults(step, index, folder))
+        else:
+            dcp.save(get_model_state_dict(self.model), checkpoint_id=str(root / "weights"))
+            self._save_faults(step, 1, str(root / "optimizer"))
+            dcp.save(get_optimizer_state_dict(self.model, self.optimizer), checkpoint_id=str(root / "optimizer"))
         torch.save({"scheduler": self.scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
                     "fingerprint": self.fingerprint}, root / f"extra_state_rank{self.rank}.pt")
-        dist.barrier()
+        if background == "none":
+            dist.barrier()
+
+    def _save_faults(self, step: int | None, index: int, folder: str) -> None:
+        """Tests: before the optimizer folder (index 1) of step `step`, a full disk or a crash."""
+        if step is not None and index == 1:
+            maybe_no_space(step, Path(folder) / f"__{self.rank}_0.distcp")
+            maybe_crash("background_write", step)
+
+    def _writer(self, mode: str) -> BackgroundWriter:
+        if self.background is None or self.background.mode != mode:
+            self.background = BackgroundWriter(mode, pinned=self.device.type == "cuda")
+        return self.background
+
+    def save_done(self) -> bool:
+        """Whether this rank has no checkpoint write running; raises the error of one that failed."""
+        return self.background is None or self.background.done()
+
+    def wait_save(self) -> None:
+        """Block until this rank's background checkpoint write is on disk; raises its error."""
+        if self.background is not None:
+            self.background.wait()
 
     def load_checkpoint(self, step_dir: str) -> tuple[float, float] | None:
         """Restore weights, optimizer, scheduler and RNG. A `policy.optimizer.lr` that differs from
@@ -313,6 +346,12 @@ class PolicyWorker:
         return self.fingerprint
 
     def shutdown(self) -> None:
+        if self.background is not None:  # a write in flight ends first (its error was reported or is moot)
+            try:
+                self.background.close()
+            except Exception:
+                pass
+            self.background = None
         if self.engine is not None:
             self.engine.shutdown()
             self.engine = None

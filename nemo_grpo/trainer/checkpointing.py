@@ -2,7 +2,9 @@
 
 The policy ranks write their DCP shards (`PolicyGroup.save`); the driver adds its own state, the
 config, the tokenizer, the manifest and meta.json (last), through `CheckpointManager`, which makes
-the folder visible only when it is complete. A save whose estimated size exceeds the free space is
+the folder visible only when it is complete. With `checkpointing.async_save` the shards are
+written in the background and a thread of the driver completes the folder (`SaveInFlight`); the
+loop waits for it at the next save and at the end (`finish_save`). A save whose estimated size exceeds the free space is
 refused before anything is written; a save that fails on the filesystem removes its partial
 folder; both end the run with one line (`CheckpointSaveError`, exit status 2). A resume loads only a
 checkpoint that verifies against its manifest, falling back to an older one with one warning.
@@ -10,6 +12,7 @@ checkpoint that verifies against its manifest, falling back to an older one with
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -19,6 +22,7 @@ from typing import Any
 
 import torch
 
+from nemo_grpo.checkpoint.inflight import SaveInFlight
 from nemo_grpo.checkpoint.manager import CheckpointSaveError, check_resumable, find_os_error, read_meta
 from nemo_grpo.config import save_config
 from nemo_grpo.trainer.setup import Run, compat_fields
@@ -27,13 +31,20 @@ from nemo_grpo.utils.faults import maybe_crash
 log = logging.getLogger(__name__)
 
 
-def save_checkpoint(run: Run, metrics: dict[str, Any]) -> float:
+def save_checkpoint(run: Run, metrics: dict[str, Any], *, wait: bool = False) -> float:
+    """Save the checkpoint of the step just done; returns the seconds the loop spent here.
+
+    With `checkpointing.async_save` (process or thread) this waits for the save in flight (at most
+    one), then blocks only while the ranks stage their state and the driver writes its small files;
+    the shards, the manifest and the rename to step_<N> follow in the background (`SaveInFlight`).
+    `wait`: block until this checkpoint is complete too (the last step, a stop, a preemption)."""
     start = time.perf_counter()
-    step = run.state.step
+    finish_save(run)  # the one in flight first: its error ends the run here, naming its step
+    step, mode = run.state.step, run.cfg.checkpointing.async_save
     run.checkpoints.check_space(step, run.policy.state_bytes())  # refuses a save that clearly does not fit
     tmp = run.checkpoints.begin(step)  # a failure here raises CheckpointSaveError itself
     try:
-        run.policy.save(str(tmp), step)
+        run.policy.save(str(tmp), step, background=mode)
         maybe_crash("save", step)  # tests: a crash after the shards, before the checkpoint is complete
         # Serialised in memory, then written with a plain file write: a full disk is then an OSError
         # (ENOSPC), not torch's "unexpected pos" RuntimeError.
@@ -47,14 +58,45 @@ def save_checkpoint(run: Run, metrics: dict[str, Any]) -> float:
         meta = {"step": step, "consumed_samples": run.state.consumed_samples,
                 "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
                 "compat": compat_fields(run.cfg, fingerprint)}
-        run.checkpoints.finish(tmp, step, meta)
+        if mode == "none":
+            run.last_saved = run.checkpoints.finish(tmp, step, meta)
+        else:
+            run.saving = SaveInFlight(run.checkpoints.finish, step, tmp, meta, run.policy.save_done)
     except CheckpointSaveError:
         raise
     except BaseException as exc:
         if find_os_error(exc) is not None:  # also an OSError raised on a policy rank, through Ray or DCP
             raise run.checkpoints.save_failed(tmp, step, exc) from None
         raise
+    if wait:
+        finish_save(run)
     return time.perf_counter() - start
+
+
+def finish_save(run: Run) -> Path | None:
+    """Wait for the checkpoint in flight, if any, to be complete (it becomes `run.last_saved`). A
+    filesystem error of its background write or of its finishing, or a writer process that died,
+    is the one-line CheckpointSaveError of a failed save, naming its step; the partial folder is
+    removed and the previous checkpoint stays the resume point."""
+    saving, run.saving = run.saving, None
+    if saving is None:
+        return None
+    try:
+        run.last_saved = saving.wait()
+    except CheckpointSaveError:
+        raise
+    except BaseException as exc:
+        if find_os_error(exc) is None and not writer_died(exc):
+            raise
+        with contextlib.suppress(Exception):  # the other ranks stop writing into the folder first
+            run.policy.wait_save()
+        raise run.checkpoints.save_failed(saving.tmp, saving.step, exc) from None
+    return run.last_saved
+
+
+def writer_died(exc: BaseException) -> bool:
+    """torch's process-based checkpoint writer died (killed, out of memory) during a write."""
+    return "Checkpoint background process is dead" in str(exc)
 
 
 def resume_or_start(run: Run) -> None:
@@ -63,7 +105,7 @@ def resume_or_start(run: Run) -> None:
     latest, damaged = run.checkpoints.latest_verified()  # raises CheckpointDamaged when none verifies
     if damaged:
         log.warning(damaged_warning(damaged, latest))
-    run.resumed_from = latest
+    run.resumed_from = run.last_saved = latest
     if latest is None:
         log.info("starting a new run from %s", run.cfg.policy.model_name)
         return

@@ -31,7 +31,7 @@ from nemo_grpo.logging.loggers import make_loggers
 from nemo_grpo.logging.metrics import rollout_metrics, throughput_metrics
 from nemo_grpo.logging.rollout_dump import dump_rollouts, rollout_dump_due
 from nemo_grpo.rewards.pool import pool_restarts, shutdown_pool
-from nemo_grpo.trainer.checkpointing import restore_checkpoint_row, resume_or_start, save_checkpoint
+from nemo_grpo.trainer.checkpointing import finish_save, restore_checkpoint_row, resume_or_start, save_checkpoint
 from nemo_grpo.trainer.config import TrainConfig
 from nemo_grpo.trainer.preemption import Preempted, PreemptionWatch, StopNow, WorkerDied, dead_worker
 from nemo_grpo.trainer.rollouts import collect_rollouts
@@ -68,12 +68,10 @@ def lock_run_folders(cfg: TrainConfig) -> contextlib.ExitStack:
 def _run_grpo(cfg: TrainConfig) -> None:
     watch = PreemptionWatch(cfg.checkpointing.preemption_grace_s)
     run, loggers, ended, failed = None, None, False, False
-    last_saved: str | None = None  # the newest checkpoint of this run: where it resumes
     current: int | None = None  # the step running
     try:
         run = setup_run(cfg, after_ray_init=watch.install)
         resume_or_start(run)  # refuses (before anything is written) a checkpoint of another run
-        last_saved = str(run.resumed_from) if run.resumed_from else None
         save_config(cfg, f"{cfg.logger.log_dir}/config.yaml")
         loggers = make_loggers(cfg.logger, start_step=run.state.step, total_steps=cfg.grpo.max_num_steps,
                                config=config_to_dict(cfg), config_text=to_yaml(cfg))
@@ -96,12 +94,12 @@ def _run_grpo(cfg: TrainConfig) -> None:
                 stop = guards.check(metrics)  # warn rules log here; a stop rule returns its reason
                 preempted = watch.requested  # a preemption signal came during the step: save it, then stop
                 # The checkpoint's meta.json carries the whole row, so a kill between saving and logging
-                # loses no row (restore_checkpoint_row puts it back on resume). A stop saves first.
+                # loses no row (restore_checkpoint_row puts it back on resume). A stop saves first. A
+                # save in the background is complete before the next save, and at the end (`wait`).
                 if cfg.checkpointing.enabled and (checkpoint_due(cfg, run.state.step, last=last) or stop or preempted):
-                    metrics["timing/checkpoint_s"] = save_checkpoint(run, metrics)
-                    last_saved = str(run.checkpoints.root / f"step_{run.state.step}")
+                    metrics["timing/checkpoint_s"] = save_checkpoint(run, metrics, wait=bool(last or stop or preempted))
                 if stop:
-                    stop.checkpoint = last_saved if cfg.checkpointing.enabled else None
+                    stop.checkpoint = last_saved(run) if cfg.checkpointing.enabled else None
                 loggers.log(metrics)
             except StopNow:
                 raise
@@ -113,9 +111,9 @@ def _run_grpo(cfg: TrainConfig) -> None:
                     raise  # not a death: a bug, keep its traceback
                 ended = True
                 if watch.requested:  # the same signal reached the run's workers
-                    raise Preempted(watch.requested, current, resume_point=last_saved,
+                    raise Preempted(watch.requested, current, resume_point=last_saved(run),
                                     why=f"the {worker} was stopped by the signal too") from None
-                raise WorkerDied(worker, current, last_saved) from None
+                raise WorkerDied(worker, current, last_saved(run)) from None
             finally:
                 watch.step_running = False
             current = None
@@ -123,7 +121,7 @@ def _run_grpo(cfg: TrainConfig) -> None:
                 raise stop
             if preempted:
                 ended = True
-                raise Preempted(preempted, run.state.step, saved=last_saved if cfg.checkpointing.enabled else None)
+                raise Preempted(preempted, run.state.step, saved=last_saved(run) if cfg.checkpointing.enabled else None)
         log.info("finished %d steps; checkpoints in %s", run.state.step, cfg.checkpointing.checkpoint_dir)
     except (StopNow, Exception) as exc:  # a signal: abandon what runs now
         stop_now = watch.stopped  # raised by the handler, maybe wrapped by Ray (a SystemError from ray.get)
@@ -131,11 +129,13 @@ def _run_grpo(cfg: TrainConfig) -> None:
             failed = True
             raise
         ended = True
-        raise Preempted(stop_now.signum, current, resume_point=last_saved, why=stop_now.why) from None
+        raise Preempted(stop_now.signum, current, resume_point=last_saved(run), why=stop_now.why) from None
     finally:
         if loggers:
             loggers.close()  # flushes TensorBoard / W&B and draws the final plots
         watch.stopping = True  # from here a signal exits at once
+        if failed and run is not None and run.saving is not None:
+            finish_pending(run)  # a bug or a guard's stop in a later step: the earlier checkpoint completes
         if ended:
             stop_everything(run)
         elif run is not None:
@@ -145,6 +145,25 @@ def _run_grpo(cfg: TrainConfig) -> None:
                 with contextlib.suppress(Exception):  # stop, a bug): Ray stops before the command prints its
                     ray.shutdown()  # last line, so no worker output comes after it
         watch.restore()
+
+
+def last_saved(run: Run | None) -> str | None:
+    """The newest complete checkpoint of this run (or the one it resumed from): its resume point. A
+    checkpoint still written in the background counts once it is complete."""
+    if run is None:
+        return None
+    if run.saving is not None and run.saving.complete:
+        return str(run.saving.final)
+    return str(run.last_saved) if run.last_saved else None
+
+
+def finish_pending(run: Run) -> None:
+    """The run fails for another reason: let the checkpoint in flight complete, or say why it did not."""
+    step = run.saving.step if run.saving is not None else None
+    try:
+        finish_save(run)
+    except Exception as exc:  # the run's own error is the one to report
+        log.warning("the checkpoint of step %s was not completed: %s", step, exc)
 
 
 def run_actors(run: Run) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import torch
 
+from nemo_grpo.checkpoint.inflight import SaveInFlight
 from nemo_grpo.checkpoint.manager import CheckpointManager
 from nemo_grpo.data.datasets import load_problems
 from nemo_grpo.data.loader import PromptLoader
@@ -44,6 +45,8 @@ class Run:
     device: str
     validation: list[ScoredSet] = field(default_factory=list)
     resumed_from: Path | None = None  # the checkpoint this run resumed from (verified), None: a fresh start
+    last_saved: Path | None = None  # the newest complete checkpoint of this run: where it resumes
+    saving: SaveInFlight | None = None  # the checkpoint still being written in the background
 
     @property
     def sleep_engine_while_training(self) -> bool:

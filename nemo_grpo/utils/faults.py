@@ -1,6 +1,8 @@
 """Faults injected on purpose by tests: NEMO_GRPO_INJECT_FAULT=<point>:<step> ends the process
 abruptly (like a crash or a kill) when the run reaches that point at that step; `no_space:<step>`
 makes the policy ranks' checkpoint write of that step fail as a full disk does (OSError ENOSPC);
+`background_write:<step>` crashes a policy rank between the weights and the optimizer shards of
+that step (with `checkpointing.async_save`, in its background writer);
 `stall` hangs or slows the step there (like a stuck collective or a slow generation), so that a
 test can signal a run whose step is certainly still running; `slow_grade` makes a grader process
 busy for a while in that step, so that a test can kill it while it grades."""

@@ -27,7 +27,7 @@ def make_batch(vocab: int, rows: int = 8) -> object:
     return batch
 
 
-def train_once(model_dir, run_dir, world_size: int, batch, *overrides: str):
+def train_once(model_dir, run_dir, world_size: int, batch, *overrides: str, save_to=None):
     # Two minibatches of 4 (two optimizer steps), micro-batches of 2, a clip that binds on step 2.
     cfg = tiny_train_config(model_dir, run_dir, "policy.train_global_batch_size=4", "policy.train_micro_batch_size=2",
                             "policy.optimizer.lr=1e-4", "policy.max_grad_norm=0.5", *overrides)
@@ -37,6 +37,10 @@ def train_once(model_dir, run_dir, world_size: int, batch, *overrides: str):
     try:
         batch.old_logprobs = group.logprobs(batch)
         metrics = group.train(batch, ppo_epochs=1, norm_constant=None, skip_zero_advantage=True)
+        if save_to is not None:  # a checkpoint written in the background while the ranks compute together
+            group.save(str(save_to), 1, background="thread")
+            group.logprobs(batch)  # collectives of the training group while DCP's run on the writer's group
+            group.wait_save()
         weights = group.workers.run("full_state_dict")[0]
         return metrics, batch.old_logprobs.clone(), weights
     finally:
@@ -58,7 +62,8 @@ def runs(tmp_path_factory, qwen_math_tokenizer):
     try:
         out = {"model_dir": model_dir,
                "one": train_once(model_dir, tmp_path / "one", 1, make_batch(vocab)),
-               "two": train_once(model_dir, tmp_path / "two", 2, make_batch(vocab)),
+               "two": train_once(model_dir, tmp_path / "two", 2, make_batch(vocab), save_to=tmp_path / "saved"),
+               "saved": tmp_path / "saved",
                "packed": train_once(model_dir, tmp_path / "packed", 2, make_batch(vocab), *PACKED)}
     finally:
         ray.shutdown()
@@ -117,3 +122,18 @@ def test_packed_two_ranks_equal_padded(runs):
     print(f"packed vs padded, 2 ranks: loss {packed['loss']:.9g} vs {two['loss']:.9g}, grad_norm "
           f"{packed['grad_norm']:.9g} vs {two['grad_norm']:.9g}, max |logp diff| "
           f"{float((logp_packed - logp_two).abs().max()):.3g}, max |weight diff| {worst:.3g}")
+
+
+def test_two_ranks_write_a_checkpoint_in_the_background_while_they_compute(runs):
+    """checkpointing.async_save=thread on 2 ranks: each rank stages its shards and writes them from
+    a thread (DCP's collectives on a gloo group of their own) while both ranks run a log-prob pass;
+    the checkpoint holds exactly the trained weights, and both DCP folders are complete."""
+    from nemo_grpo.checkpoint.export import load_dcp_state_dict
+
+    _, _, weights = runs["two"]
+    saved = load_dcp_state_dict(str(runs["saved"] / "policy" / "weights"))
+    assert sorted(saved) == sorted(weights)
+    assert all(torch.equal(saved[name], weights[name]) for name in weights)
+    assert (runs["saved"] / "policy" / "optimizer" / ".metadata").is_file()
+    assert sorted(p.name for p in (runs["saved"] / "policy").glob("extra_state_rank*.pt")) == [
+        "extra_state_rank0.pt", "extra_state_rank1.pt"]

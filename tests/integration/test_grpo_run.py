@@ -157,16 +157,34 @@ def test_kill_after_step_2_then_resume_matches_uninterrupted(tiny_model, straigh
     assert [comparable(r) for r in resumed if r["step"] > 2] == [comparable(r) for r in expected if r["step"] > 2]
 
 
-def test_interrupted_save_keeps_previous_checkpoint_resumable(tiny_model, tmp_path):
-    rc, out = run_script(tiny_model, tmp_path, "grpo.max_num_steps=3", env={"NEMO_GRPO_INJECT_FAULT": "save:2"})
-    assert rc == 17, out  # the injected crash, after the DCP shards of step 2 and before completion
+def test_interrupted_saves_keep_the_previous_checkpoint_resumable(tiny_model, tmp_path):
+    """Two crashes, injected, each leaving a tmp_ folder that is never loaded: one while the shards of
+    step 2 are written in the background (checkpointing.async_save=process: the rank dies between the
+    weights and the optimizer), one in the driver after the shards of step 3 (the default, thread).
+    Each time the same command resumes from the checkpoint before. (Resumes from background checkpoints to the
+    fixture's metrics: test_disk_and_folders.py, test_preemption.py.)"""
+    from nemo_grpo.checkpoint.manager import CheckpointManager, verify_checkpoint
+
     ckpt = tmp_path / "ckpt"
-    assert (ckpt / "step_1" / "meta.json").is_file()
-    assert (ckpt / "tmp_step_2").is_dir() and not (ckpt / "step_2").exists()
+    rc, out = run_script(tiny_model, tmp_path, "grpo.max_num_steps=3", "checkpointing.async_save=process",
+                         env={"NEMO_GRPO_INJECT_FAULT": "background_write:2"})
+    assert rc == 17, out  # the injected crash, in the background writer of step 2 (torch's writer process)
+    assert (ckpt / "tmp_step_2" / "policy" / "weights" / ".metadata").is_file()  # half written: weights only
+    assert not (ckpt / "tmp_step_2" / "policy" / "optimizer" / ".metadata").exists()
+    assert not (ckpt / "step_2").exists() and not (ckpt / "tmp_step_2" / "meta.json").exists()
+    assert [step for step, _ in CheckpointManager(ckpt).complete()] == [1]  # step 1, written by the process
+    assert verify_checkpoint(ckpt / "step_1") is None
+
+    rc, out = run_script(tiny_model, tmp_path, "grpo.max_num_steps=3", env={"NEMO_GRPO_INJECT_FAULT": "save:3"})
+    assert rc == 17, out  # the injected crash, after the DCP shards of step 3 and before completion
+    assert f"resumed from {ckpt / 'step_1'} (step 1)" in out
+    assert (ckpt / "step_2" / "meta.json").is_file() and verify_checkpoint(ckpt / "step_2") is None
+    assert (ckpt / "tmp_step_3").is_dir() and not (ckpt / "step_3").exists()
+
     rc, out = run_script(tiny_model, tmp_path, "grpo.max_num_steps=3")
     assert rc == 0, out
-    assert "resumed from" in out and "step_1" in out
-    assert not (ckpt / "tmp_step_2").exists()
+    assert f"resumed from {ckpt / 'step_2'} (step 2)" in out
+    assert not (ckpt / "tmp_step_3").exists() and not (ckpt / "tmp_step_2").exists()
     assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2, 3]
 
 

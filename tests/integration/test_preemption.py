@@ -95,20 +95,24 @@ def assert_equals_the_uninterrupted_run(run_dir: Path, *, besides: tuple[str, ..
 
 def test_sigterm_to_the_process_group_or_the_driver_saves_the_step_exits_143_and_the_same_command_resumes(
         tiny_model, tmp_path):
-    # 1. SIGTERM to the whole process group, as a scheduler sends it, during step 2 (slowed by 10 s,
-    #    injected: a tiny step could otherwise end before the signal arrives). Ray's daemons run in a
-    #    process group of their own, so the step finishes on them and is saved, and the run ends in
+    # 1. SIGTERM to the whole process group, as a scheduler sends it, during step 2 (held until `release`
+    #    exists, injected: a tiny step could otherwise end before the signal arrives, and step 1's
+    #    checkpoint, written in the background, is complete only while step 2 runs). Ray's daemons run in
+    #    a process group of their own, so the step finishes on them and is saved, and the run ends in
     #    seconds, not after Ray's minute of waiting for a GCS that the signal had stopped.
+    release = tmp_path / "release"
     proc = run_script(tiny_model, tmp_path, *straight_overrides(tiny_model), wait=False,
-                      env={"NEMO_GRPO_INJECT_FAULT": "stall:2:10"})
+                      env={"NEMO_GRPO_INJECT_FAULT": f"stall:2:{release}"})
     wait_for(tmp_path / "ckpt" / "step_1" / "meta.json", proc)  # step 2 runs now
     started = descendants(proc.pid)
     assert any("raylet" in c for c in started.values()) and any("gcs_server" in c for c in started.values())
     signalled = time.time()
     os.killpg(proc.pid, signal.SIGTERM)  # the driver leads the group (run_script starts a session)
+    time.sleep(1)
+    release.touch()
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 143, out
-    # in seconds: the step (with the rest of its 10 s stall), its save, and stopping Ray
+    # in seconds: the step (held 1 s after the signal), its save, and stopping Ray
     step_2 = read_metrics(tmp_path)[-1]
     assert time.time() - signalled < step_2["timing/step_s"] + step_2["timing/checkpoint_s"] + 20, out
     line = last_line(out)
@@ -157,13 +161,18 @@ def test_ctrl_c_twice_abandons_a_dead_policy_rank_is_one_line_and_a_new_lr_takes
     assert "Traceback" not in out and "KeyboardInterrupt" not in out
     time.sleep(3)
     assert alive(started) == [], {p: started[p] for p in alive(started)}
-    # kill -9 of the policy rank mid-step in the resumed run: one line naming it and the step
-    proc = run_script(tiny_model, tmp_path, *straight_overrides(tiny_model), wait=False)
+    # kill -9 of the policy rank mid-step in the resumed run: one line naming it and the step (step 3 is
+    # held until `release` exists, injected: step 2's checkpoint, written in the background, is complete
+    # only while step 3 runs)
+    release = tmp_path / "release"
+    proc = run_script(tiny_model, tmp_path, *straight_overrides(tiny_model), wait=False,
+                      env={"NEMO_GRPO_INJECT_FAULT": f"stall:3:{release}"})
     wait_for(tmp_path / "ckpt" / "step_2" / "meta.json", proc)  # step 3 runs now
     ranks = [p for p, c in descendants(proc.pid).items() if c.startswith("ray::PolicyWorker")]
     assert ranks, descendants(proc.pid)
     killed_at = time.time()
     os.kill(ranks[0], signal.SIGKILL)
+    release.touch()
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 1, out
     assert time.time() - killed_at < 60

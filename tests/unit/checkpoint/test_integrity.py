@@ -115,7 +115,7 @@ def fake_run(manager):
     loader = SimpleNamespace(position=None)
     loader.load_state_dict = lambda s: setattr(loader, "position", s["pos"])
     return SimpleNamespace(checkpoints=manager, policy=FakePolicy(), cfg=SimpleNamespace(), state=RunState(),
-                           loader=loader, resumed_from=None)
+                           loader=loader, resumed_from=None, last_saved=None)
 
 
 @pytest.fixture
@@ -199,15 +199,16 @@ def saving_run(manager, step, monkeypatch, *, policy_save=None, tokenizer_save=N
     monkeypatch.setattr(ckpt, "compat_fields", lambda cfg, fingerprint: COMPAT)
     monkeypatch.setattr(ckpt, "save_config", lambda cfg, path: open(path, "w").write("x: 1\n"))
 
-    def default_policy_save(path, step=None):
+    def default_policy_save(path, step=None, background="none"):
         dcp.save({"w": torch.zeros(4)}, checkpoint_id=f"{path}/policy/weights", no_dist=True)
 
     policy = SimpleNamespace(save=policy_save or default_policy_save, fingerprint=dict, state_bytes=lambda: 4 * 4 * 3)
     tokenizer = SimpleNamespace(save_pretrained=tokenizer_save or (lambda p: p.mkdir()))
     state = RunState()
     state.step = step
-    return SimpleNamespace(checkpoints=manager, policy=policy, tokenizer=tokenizer, cfg=None, state=state,
-                           loader=SimpleNamespace(state_dict=dict))
+    cfg = SimpleNamespace(checkpointing=SimpleNamespace(async_save="none"))
+    return SimpleNamespace(checkpoints=manager, policy=policy, tokenizer=tokenizer, cfg=cfg, state=state,
+                           loader=SimpleNamespace(state_dict=dict), saving=None, last_saved=None)
 
 
 def enospc(*_args, **_kwargs):
@@ -235,7 +236,7 @@ def test_a_failure_on_a_policy_rank_is_found_behind_the_remote_error(tmp_path, m
     class RemoteError(RuntimeError):  # how Ray / DCP hand back a rank's OSError
         pass
 
-    def rank_save(path, step):
+    def rank_save(path, step, background="none"):
         try:
             raise PermissionError(errno.EACCES, "Permission denied", f"{path}/policy/weights/__0_0.distcp")
         except OSError as exc:
@@ -262,7 +263,7 @@ def test_a_failure_while_finishing_or_beginning_a_save_is_the_same_message(tmp_p
 
 
 def test_other_errors_during_a_save_keep_their_traceback(tmp_path, monkeypatch):
-    def bug(path, step):
+    def bug(path, step, background="none"):
         raise KeyError("a bug")
 
     with pytest.raises(KeyError):
@@ -292,7 +293,7 @@ def test_a_save_that_clearly_does_not_fit_is_refused_before_anything_is_written(
     monkeypatch.setattr(manager_module.shutil, "disk_usage", lambda path: SimpleNamespace(total=2 * needed, used=0, free=free))
     written = []
     with pytest.raises(CheckpointSaveError) as err:
-        ckpt.save_checkpoint(saving_run(m, 2, monkeypatch, policy_save=lambda path, step: written.append(path)), {})
+        ckpt.save_checkpoint(saving_run(m, 2, monkeypatch, policy_save=lambda path, step, background: written.append(path)), {})
     msg = str(err.value)
     assert isinstance(err.value, UserError) and "\n" not in msg
     assert msg.startswith(f"refusing to save the checkpoint of step 2 in {tmp_path / 'step_2'}: it needs about "
