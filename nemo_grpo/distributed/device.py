@@ -19,12 +19,26 @@ def resolve_device(gpus_per_node: int | None) -> str:
     return "cuda" if gpus_per_node > 0 else "cpu"
 
 
-def check_placeable(requested: dict[str, float], available: dict[str, float]) -> None:
+def check_placeable(requested: dict[str, float], available: dict[str, float], *, num_nodes: int = 1,
+                    nodes: list[dict[str, float]] | None = None) -> None:
     """Refuse, with what was asked and what exists, a request the cluster cannot place (Ray would
-    otherwise wait for resources that never come)."""
+    otherwise wait for resources that never come): in total, and, given the resources of each live
+    node (`nodes`), per node: the ranks are placed as one bundle per node on `num_nodes` distinct
+    nodes (`cluster.WorkerGroup`), so that many nodes must each hold a `num_nodes`-th of the request."""
+    asked = ", ".join(f"{v:g} {k}" for k, v in requested.items() if v)
     short = {k: v for k, v in requested.items() if v > available.get(k, 0.0) + 1e-9}
     if short:
-        asked = ", ".join(f"{v:g} {k}" for k, v in requested.items() if v)
         have = ", ".join(f"{available.get(k, 0.0):g} {k}" for k in requested)
         raise ConfigError(f"the run asks for {asked} but the Ray cluster has {have}: lower cluster.gpus_per_node / "
                           "cluster.num_nodes / cluster.cpu_ranks_per_node / cluster.cpus_per_worker, or add nodes")
+    if nodes is None:
+        return
+    per_node = {k: v / num_nodes for k, v in requested.items() if v}
+    fit = [n for n in nodes if all(n.get(k, 0.0) + 1e-9 >= v for k, v in per_node.items())]
+    if len(fit) < num_nodes:
+        each = ", ".join(f"{v:g} {k}" for k, v in per_node.items())
+        have = "; ".join(", ".join(f"{n.get(k, 0.0):g} {k}" for k in per_node) for n in nodes)
+        raise ConfigError(f"the run asks for {asked} as {each} on each of {num_nodes} node(s) (cluster.num_nodes), "
+                          f"but {len(fit)} of the Ray cluster's {len(nodes)} node(s) can hold that (they have: {have}): "
+                          "set cluster.num_nodes to the number of nodes the ranks should spread over, or lower "
+                          "cluster.gpus_per_node / cluster.cpu_ranks_per_node / cluster.cpus_per_worker")

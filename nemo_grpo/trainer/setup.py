@@ -114,7 +114,8 @@ def setup_run(cfg: TrainConfig, *, after_ray_init: Callable[[], None] | None = N
         from nemo_grpo.distributed.cluster import init_ray
 
         init_ray(cfg.cluster.ray_address)
-        check_placeable(plan["total"], ray.cluster_resources())
+        check_placeable(plan["total"], ray.cluster_resources(), num_nodes=cfg.cluster.num_nodes,
+                        nodes=[n["Resources"] for n in ray.nodes() if n.get("Alive")])
         # in-process vLLM-CPU fixes torch's threads from OMP_NUM_THREADS (Ray sets 1 by default)
         env_vars = {"OMP_NUM_THREADS": str(threads)} if threads else None
     elif threads:

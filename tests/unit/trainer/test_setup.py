@@ -54,3 +54,14 @@ def test_what_the_cluster_cannot_place_is_refused_with_both_sides():
     check_placeable({"CPU": 1.0, "GPU": 0.0}, {"CPU": 2.0})
     with pytest.raises(ConfigError, match=r"asks for 1 CPU, 8.5 GPU but the Ray cluster has 2 CPU, 0 GPU"):
         check_placeable({"CPU": 1.0, "GPU": 8.5}, {"CPU": 2.0})
+
+
+def test_ranks_that_no_node_can_hold_are_refused_at_start_not_after_a_placement_timeout():
+    two_nodes = [{"CPU": 64.0, "GPU": 8.0}, {"CPU": 64.0, "GPU": 8.0}]
+    total = {"CPU": 64.0, "GPU": 16.0}
+    check_placeable({"CPU": 8.0, "GPU": 16.0}, total, num_nodes=2, nodes=two_nodes)  # 8 GPUs on each node
+    with pytest.raises(ConfigError, match=r"as 8 CPU, 16 GPU on each of 1 node\(s\).*0 of the Ray cluster's 2 node"):
+        check_placeable({"CPU": 8.0, "GPU": 16.0}, total, num_nodes=1, nodes=two_nodes)  # one bundle of 16 GPUs
+    with pytest.raises(ConfigError, match=r"on each of 2 node\(s\).*1 of the Ray cluster's 2 node"):
+        check_placeable({"CPU": 2.0, "GPU": 12.0}, total, num_nodes=2, nodes=[{"CPU": 64.0, "GPU": 8.0},
+                                                                              {"CPU": 64.0, "GPU": 4.0}])
