@@ -17,7 +17,16 @@ import re
 from fractions import Fraction
 from typing import Literal
 
-from nemo_grpo.rewards.numeric import _SAMPLES, Unsupported, evaluate, exact_value, numeric_equal, variables
+from nemo_grpo.rewards.numeric import (
+    _SAMPLES,
+    MAX_NESTING,
+    Unsupported,
+    evaluate,
+    exact_value,
+    nesting_depth,
+    numeric_equal,
+    variables,
+)
 from nemo_grpo.rewards.normalize import (
     Number,
     base_number,
@@ -33,7 +42,7 @@ from nemo_grpo.rewards.normalize import (
 PercentPolicy = Literal["either", "number", "fraction"]
 
 MAX_ENGINE_CHARS = 400  # longer answers are compared as strings only
-MAX_BRACE_DEPTH = 24
+MAX_BRACE_DEPTH = MAX_NESTING
 
 
 # ---------------------------------------------------------------------------------------------
@@ -75,14 +84,7 @@ def pathological(s: str) -> str | None:
     """Why ``s`` must not be handed to sympy (None when it is safe)."""
     if len(s) > MAX_ENGINE_CHARS:
         return "too_long"
-    depth = max_depth = 0
-    for c in s:
-        if c in "{(":
-            depth += 1
-            max_depth = max(max_depth, depth)
-        elif c in "})":
-            depth -= 1
-    if max_depth > MAX_BRACE_DEPTH:
+    if nesting_depth(s) > MAX_BRACE_DEPTH:
         return "too_deep"
     flat = re.sub(r"\\left|\\right|[{}()\s]", "", s).replace("**", "^")
     for m in _CHAIN.finditer(flat):

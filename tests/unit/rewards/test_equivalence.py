@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import sys
 import time
 
 import pytest
@@ -148,3 +149,19 @@ def test_code_in_answers_is_never_executed(tmp_path):
 def test_clean_removes_wrappers():
     assert clean("$\\left( 3, \\dfrac{\\pi}{2} \\right)$.") == "( 3, \\frac{\\pi}{2} )"
     assert clean("The answer is 1,080") == "1080"
+
+
+def test_deep_nesting_is_left_to_the_engine_whatever_the_recursion_limit():
+    """The verdict on an answer must not depend on the process: torch's compiler raises Python's
+    recursion limit, and with it a recursive evaluation of 200 nested parentheses went from "cannot
+    tell" to equal (an adversarial case of the labelled set then graded correct in the full suite)."""
+    deep = "(" * 200 + "1" + ")" * 200
+    limit = sys.getrecursionlimit()
+    verdicts = []
+    try:
+        for raised in (1000, 100_000):
+            sys.setrecursionlimit(raised)
+            verdicts.append(fast_equal(deep, "1"))
+    finally:
+        sys.setrecursionlimit(limit)
+    assert verdicts == [None, None]
