@@ -55,7 +55,7 @@ def parts_to_reprocess(model: torch.nn.Module) -> list[torch.nn.Module]:
     layerwise reload (which re-runs each layer's weight processing: on CPU, packing a linear
     layer's weight for oneDNN). The input embedding is a lookup that keeps its plain weight, so
     it is loaded in place by its own loader: processing it again would pack a copy of the whole
-    vocabulary that nothing multiplies with (on CPU, a tenth of a small model's refit).
+    vocabulary that nothing multiplies with (on CPU, about a third of a small model's refit: 0.52 -> 0.36 s).
     `[model]` when the embedding cannot be set apart."""
     def split(module: torch.nn.Module) -> list[torch.nn.Module] | None:
         parts: list[torch.nn.Module] = []
