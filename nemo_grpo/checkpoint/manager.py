@@ -22,7 +22,8 @@ error, the bytes needed and the bytes free.
 
 On resume a checkpoint is verified before anything of it is loaded (`verify_checkpoint`): a
 readable meta.json, a `.metadata` file in every DCP folder, and every file of the manifest present
-with its size and checksum. Checkpoints written before manifests existed get the first two checks.
+with its size and checksum. Checkpoints written before manifests existed get the first two checks
+and what their own files can show: complete torch archives, shards as long as `.metadata` says.
 A damaged checkpoint is never deleted here: it is named and left in place.
 """
 
@@ -34,9 +35,12 @@ import logging
 import os
 import re
 import shutil
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import torch.distributed.checkpoint as dcp
 
 from nemo_grpo.utils.errors import UserError
 
@@ -45,6 +49,7 @@ log = logging.getLogger(__name__)
 STEP_DIR = re.compile(r"^step_(\d+)$")
 MANIFEST = "manifest.json"
 META = "meta.json"
+DRIVER_STATE = "driver_state.pt"
 DCP_FOLDERS = ("policy/weights", "policy/optimizer")
 _HASH_CHUNK = 1 << 20
 # Beyond the model and optimizer state a checkpoint holds the tokenizer (a Qwen2.5 one is about
@@ -290,6 +295,42 @@ def verify_checkpoint(step_dir: Path) -> str | None:
     for folder in sorted(dcp_dirs):
         if not (folder / ".metadata").is_file():
             return f"{(folder / '.metadata').relative_to(step_dir).as_posix()}: missing"
+    if not manifest_path.is_file():
+        return _check_without_manifest(step_dir, sorted(dcp_dirs))
+    return None
+
+
+def _check_without_manifest(step_dir: Path, dcp_dirs: list[Path]) -> str | None:
+    """What a checkpoint written before manifests can still show of its damage, from its own files:
+    the driver state present, every torch file a complete zip archive (CRCs checked), and every DCP
+    shard at least as long as its `.metadata` says its last item ends."""
+    if not (step_dir / DRIVER_STATE).is_file():
+        return f"{DRIVER_STATE}: missing"
+    for path in sorted(step_dir.rglob("*.pt")):
+        name = path.relative_to(step_dir).as_posix()
+        try:
+            with zipfile.ZipFile(path) as archive:
+                bad = archive.testzip()
+        except (OSError, zipfile.BadZipFile, EOFError) as exc:
+            return f"{name}: not a complete torch file (truncated or damaged: {exc})"
+        if bad is not None:
+            return f"{name}: damaged (the checksum of its part {bad} differs)"
+    for folder in dcp_dirs:
+        try:
+            storage = dcp.FileSystemReader(str(folder)).read_metadata().storage_data
+        except Exception as exc:  # an unpickling error of a damaged file can be almost any exception
+            name = (folder / ".metadata").relative_to(step_dir).as_posix()
+            return f"{name}: unreadable ({type(exc).__name__}: {str(exc)[:120]})"
+        ends: dict[str, int] = {}
+        for info in storage.values():
+            ends[info.relative_path] = max(ends.get(info.relative_path, 0), info.offset + info.length)
+        for relative, end in sorted(ends.items()):
+            shard = folder / relative
+            name = shard.relative_to(step_dir).as_posix()
+            if not shard.is_file():
+                return f"{name}: missing"
+            if shard.stat().st_size < end:
+                return f"{name}: {shard.stat().st_size} bytes, its .metadata says at least {end}"
     return None
 
 

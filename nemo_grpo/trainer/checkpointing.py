@@ -23,7 +23,13 @@ from typing import Any
 import torch
 
 from nemo_grpo.checkpoint.inflight import SaveInFlight
-from nemo_grpo.checkpoint.manager import CheckpointSaveError, check_resumable, find_os_error, read_meta
+from nemo_grpo.checkpoint.manager import (
+    DRIVER_STATE,
+    CheckpointSaveError,
+    check_resumable,
+    find_os_error,
+    read_meta,
+)
 from nemo_grpo.config import save_config
 from nemo_grpo.trainer.setup import Run, compat_fields
 from nemo_grpo.utils.faults import maybe_crash
@@ -51,7 +57,7 @@ def save_checkpoint(run: Run, metrics: dict[str, Any], *, wait: bool = False) ->
         buffer = io.BytesIO()
         torch.save({"state": run.state.__dict__, "loader": run.loader.state_dict(), "torch_rng": torch.get_rng_state()},
                    buffer)
-        (tmp / "driver_state.pt").write_bytes(buffer.getvalue())
+        (tmp / DRIVER_STATE).write_bytes(buffer.getvalue())
         save_config(run.cfg, tmp / "config.yaml")
         run.tokenizer.save_pretrained(tmp / "tokenizer")
         fingerprint = run.policy.fingerprint()
@@ -116,7 +122,7 @@ def resume_or_start(run: Run) -> None:
     if changed_lr:
         log.info("policy.optimizer.lr changed since the checkpoint: %g -> %g, applied to the restored optimizer "
                  "and schedule", *changed_lr)
-    saved = torch.load(latest / "driver_state.pt", weights_only=False)
+    saved = torch.load(latest / DRIVER_STATE, weights_only=False)
     run.state.__dict__.update(saved["state"])
     run.loader.load_state_dict(saved["loader"])
     torch.set_rng_state(saved["torch_rng"])

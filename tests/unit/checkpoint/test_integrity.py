@@ -6,11 +6,13 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import zipfile
 from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.api import CheckpointException
 
 import nemo_grpo.trainer.checkpointing as ckpt
 from nemo_grpo.checkpoint.export import find_step_dir
@@ -98,6 +100,59 @@ def test_old_checkpoints_without_manifest_are_accepted_but_still_checked(tmp_pat
     assert verify_checkpoint(step) == "policy/weights/.metadata: missing"
     (step / "meta.json").write_text("[1, 2")
     assert verify_checkpoint(step).startswith("meta.json: unreadable")
+
+
+@pytest.mark.parametrize("damage, named", [
+    ("truncate_driver_state", "driver_state.pt: not a complete torch file"),
+    ("flip_driver_state", "driver_state.pt: "),
+    ("delete_driver_state", "driver_state.pt: missing"),
+    ("truncate_extra_state", "policy/extra_state_rank1.pt: not a complete torch file"),
+    ("truncate_shard", "policy/weights/__0_0.distcp: 3000 bytes, its .metadata says at least "),
+    ("delete_shard", "policy/weights/__0_0.distcp: missing"),
+    ("garbage_metadata", "policy/weights/.metadata: unreadable"),
+])
+def test_old_checkpoints_without_manifest_name_what_their_own_files_show_damaged(tmp_path, damage, named):
+    """Before manifests a truncated driver state or shard was found only by the load that failed on it."""
+    step = write_step(CheckpointManager(tmp_path), 1, manifest=False)
+    extra = step / "policy" / "extra_state_rank1.pt"
+    torch.save({"scheduler": {"last_epoch": 1}, "rng": torch.get_rng_state()}, extra)
+    assert verify_checkpoint(step) is None
+    driver, s = step / "driver_state.pt", shard(step)
+    if damage == "truncate_driver_state":
+        driver.write_bytes(driver.read_bytes()[:-100])
+    elif damage == "flip_driver_state":  # a flipped byte inside a stored part: its CRC no longer matches
+        with zipfile.ZipFile(driver) as archive:  # the RNG state's storage, the largest part
+            part = max(archive.infolist(), key=lambda i: i.file_size)
+        data = bytearray(driver.read_bytes())
+        start = part.header_offset + 30 + len(part.filename.encode()) + int.from_bytes(
+            data[part.header_offset + 28:part.header_offset + 30], "little")  # local header, then name and extra
+        data[start + part.file_size // 2] ^= 0xFF
+        driver.write_bytes(bytes(data))
+    elif damage == "delete_driver_state":
+        driver.unlink()
+    elif damage == "truncate_extra_state":
+        extra.write_bytes(extra.read_bytes()[:50])
+    elif damage == "truncate_shard":
+        s.write_bytes(s.read_bytes()[:3000])
+    elif damage == "delete_shard":
+        s.unlink()
+        (step / "policy" / "weights" / "other.distcp").write_bytes(b"")  # still a DCP folder with a shard
+    else:
+        (step / "policy" / "weights" / ".metadata").write_bytes(b"\x80\x04garbage")
+    problem = verify_checkpoint(step)
+    assert problem is not None and problem.startswith(named), problem
+    if damage == "flip_driver_state":  # torch.load checks no CRC: it would resume from the flipped state
+        torch.load(driver, weights_only=False)
+        return
+    # what the check spares the user: the load itself fails on it, half-way and with a traceback
+    with pytest.raises((Exception, CheckpointException)):  # DCP's own error is a BaseException
+        if "driver_state" in damage:
+            torch.load(driver, weights_only=False)
+        elif "extra_state" in damage:
+            torch.load(extra, weights_only=False)
+        else:
+            dcp.load({"w": torch.empty(64), "b": torch.empty(8)}, checkpoint_id=str(step / "policy" / "weights"),
+                     no_dist=True)
 
 
 class FakePolicy:
