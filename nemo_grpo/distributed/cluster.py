@@ -75,6 +75,19 @@ def _own_process_group(wanted: bool) -> Iterator[None]:
         services.ConsolePopen = launcher
 
 
+def dead_ray_daemons() -> list[str]:
+    """The daemons of a Ray that this process started (GCS, raylet, ...) that have exited, by their
+    process names; [] when they all run, or when Ray was joined (`cluster.ray_address`) rather than
+    started here (its daemons are not this process's to watch)."""
+    try:
+        from ray._private import worker
+
+        node = worker._global_node
+        return sorted({name for name, _ in node.dead_processes()}) if node is not None else []
+    except (ImportError, AttributeError):  # Ray not started, or its internals moved
+        return []
+
+
 def _forward_env(key: str) -> bool:
     return key.startswith(("NEMO_GRPO_", "HF_", "VLLM_", "WANDB_", "TOKENIZERS_", "OMP_", "PYTHONPATH")) or key in (
         "RAY_ENABLE_UV_RUN_RUNTIME_ENV", "CUDA_VISIBLE_DEVICES")

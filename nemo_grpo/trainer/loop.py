@@ -66,7 +66,7 @@ def lock_run_folders(cfg: TrainConfig) -> contextlib.ExitStack:
 
 
 def _run_grpo(cfg: TrainConfig) -> None:
-    watch = PreemptionWatch(cfg.checkpointing.preemption_grace_s)
+    watch = PreemptionWatch(cfg.checkpointing.preemption_grace_s, dead_daemons=_dead_ray_daemons)
     run, loggers, ended, failed = None, None, False, False
     current: int | None = None  # the step running
     try:
@@ -169,6 +169,15 @@ def finish_pending(run: Run) -> None:
 def run_actors(run: Run) -> dict[str, Any]:
     """The run's Ray workers by the names a user reads (each rank holds its generation engine)."""
     return {f"policy rank {i}": actor for i, actor in enumerate(run.policy.workers.actors)}
+
+
+def _dead_ray_daemons() -> list[str]:
+    """The exited daemons of a Ray this run started (none for a local run or a joined cluster)."""
+    if "ray" not in sys.modules:
+        return []
+    from nemo_grpo.distributed.cluster import dead_ray_daemons
+
+    return dead_ray_daemons()
 
 
 def _ray_errors() -> tuple[type[BaseException], ...]:

@@ -11,6 +11,11 @@ one line naming the worker and the step, exit status 1.
 
 Ray's driver installs its own SIGTERM handler at `ray.init` (it exits the process); `PreemptionWatch`
 is installed after Ray has started, so its handlers are the ones that run.
+
+A scheduler that signals every process of the job one by one (not the driver's process group) also
+stops the daemons of a Ray the run started (GCS, raylet): the step cannot finish then. While a
+signalled step runs, `dead_daemons` (when set) is polled; once a daemon has exited, the step is
+abandoned at once instead of the driver waiting Ray's minute for a dead GCS.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ import shlex
 import signal
 import sys
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 from nemo_grpo.utils.errors import RunEnded
@@ -87,8 +94,12 @@ class PreemptionWatch:
     `grace_s` (then `requested` is the signal), a timer raises `StopNow` when the grace time is
     over; a first signal outside a step, or a second signal, raises `StopNow` at once."""
 
-    def __init__(self, grace_s: float):
+    DAEMON_POLL_S = 0.25
+
+    def __init__(self, grace_s: float, dead_daemons: Callable[[], list[str]] | None = None):
         self.grace_s = grace_s
+        self.dead_daemons = dead_daemons  # names of the run's exited Ray daemons (polled after a signal)
+        self._daemons_gone: str | None = None
         self.signum: int | None = None  # the first signal received
         self.step_running = False
         self.stopping = False  # the run is being torn down: a signal exits at once
@@ -133,7 +144,11 @@ class PreemptionWatch:
             self._timer = threading.Timer(self.grace_s, self._expire)
             self._timer.daemon = True
             self._timer.start()
+            if self.dead_daemons is not None:
+                threading.Thread(target=self._watch_daemons, name="preemption-ray-watch", daemon=True).start()
             return
+        if self._daemons_gone:
+            self._stop(self.signum, self._daemons_gone)
         if self._expired:
             self._stop(self.signum, f"it did not finish within checkpointing.preemption_grace_s={self.grace_s:g} s")
         self._stop(signum, f"a second {signal.Signals(signum).name} stopped it at once")
@@ -152,6 +167,18 @@ class PreemptionWatch:
         self._expired = True
         # a real signal to the main thread: it also interrupts a blocking call (sleep, a pipe read)
         signal.pthread_kill(threading.main_thread().ident, self.signum)
+
+
+    def _watch_daemons(self) -> None:
+        """Thread, after a signal during a step: the step finishes only while Ray's daemons live."""
+        while not self.stopping and self.step_running and not self._expired:
+            dead = self.dead_daemons()
+            if dead:
+                self._daemons_gone = (f"Ray's {', '.join(dead)} of this run ended with the signal too, so the step "
+                                      "could not finish")
+                signal.pthread_kill(threading.main_thread().ident, self.signum)
+                return
+            time.sleep(self.DAEMON_POLL_S)
 
 
 def dead_worker(exc: BaseException, actors: dict[str, Any]) -> str | None:

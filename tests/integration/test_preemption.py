@@ -4,6 +4,7 @@ resuming to the metrics of the uninterrupted run (tests/fixtures/tiny_run_metric
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -11,6 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from nemo_grpo.checkpoint.manager import verify_checkpoint
 
 from tests.integration.test_grpo_run import FIXTURE, comparable, read_metrics, run_script, tiny_model  # noqa: F401
 from tests.integration.test_grpo_run import straight_overrides as local_overrides
@@ -141,6 +144,41 @@ def test_sigterm_to_the_process_group_or_the_driver_saves_the_step_exits_143_and
     rc, out = run_script(tiny_model, tmp_path, *straight_overrides(tiny_model))
     assert rc == 0, out
     assert "resumed from" in out and "step_3" in out
+    assert_equals_the_uninterrupted_run(tmp_path)
+
+
+def test_sigterm_to_every_process_one_by_one_abandons_the_step_at_once_and_the_same_command_resumes(
+        tiny_model, tmp_path):
+    # A scheduler that signals each process of the job it finds (not the process group): the Ray the
+    # run started dies with the signal (GCS, raylet, the policy rank), so step 2 cannot finish. The
+    # driver watches Ray's daemons once signalled and abandons the step as soon as one has exited,
+    # saying why, with 143 (without the watch it found out only at its next call to the dead policy
+    # rank). Step 2 is held until `release` exists, injected.
+    release = tmp_path / "release"
+    proc = run_script(tiny_model, tmp_path, *straight_overrides(tiny_model), wait=False,
+                      env={"NEMO_GRPO_INJECT_FAULT": f"stall:2:{release}"})
+    wait_for(tmp_path / "ckpt" / "step_1" / "meta.json", proc)  # step 2 runs now
+    started = descendants(proc.pid)
+    assert any("raylet" in c for c in started.values()) and any("gcs_server" in c for c in started.values())
+    signalled = time.time()
+    for pid in sorted([proc.pid, *started]):  # as `pkill -TERM -s <session>` does: by pid, the driver first
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    time.sleep(1)
+    release.touch()
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 143, out
+    assert time.time() - signalled < 30, out
+    line = last_line(out)
+    assert line.startswith("stopped by SIGTERM: step 2 abandoned (Ray's ") and "ended with the signal too" in line, line
+    assert f"the last checkpoint, {tmp_path / 'ckpt' / 'step_1'}, is the resume point" in line, line
+    assert "Traceback" not in out and out.count("stopped by SIGTERM") == 1 and "GCS" not in out
+    assert verify_checkpoint(tmp_path / "ckpt" / "step_1") is None and not (tmp_path / "ckpt" / "step_2").exists()
+    time.sleep(3)
+    assert alive(started) == [], {p: started[p] for p in alive(started)}  # Ray, its workers, the graders: gone
+    rc, out = run_script(tiny_model, tmp_path, *straight_overrides(tiny_model))
+    assert rc == 0, out
+    assert "resumed from" in out and "step_1" in out
     assert_equals_the_uninterrupted_run(tmp_path)
 
 

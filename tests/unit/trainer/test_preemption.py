@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -42,6 +44,28 @@ def test_a_signal_outside_a_step_stops_at_once(watch):
     with pytest.raises(StopNow, match="no step was running"):
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(1)
+
+
+def test_a_signalled_step_is_abandoned_at_once_when_the_signal_also_ended_rays_daemons():
+    """A scheduler signalling every process one by one: the run's own Ray daemons die with it, and the
+    step cannot finish. A real process stands for the raylet; while it lives the step goes on."""
+    daemon = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    w = PreemptionWatch(grace_s=30, dead_daemons=lambda: ["raylet"] if daemon.poll() is not None else [])
+    w.install()
+    try:
+        w.step_running = True
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(1)  # the daemon lives: the step goes on
+        assert w.requested == signal.SIGTERM and w.stopped is None
+        daemon.terminate()
+        start = time.monotonic()
+        with pytest.raises(StopNow, match="Ray's raylet of this run ended with the signal too") as caught:
+            time.sleep(10)
+        assert caught.value.signum == signal.SIGTERM and time.monotonic() - start < 2
+    finally:
+        w.restore()
+        daemon.kill()
+        daemon.wait()
 
 
 def test_restore_gives_the_signals_back():
