@@ -188,27 +188,43 @@ def test_interrupted_saves_keep_the_previous_checkpoint_resumable(tiny_model, tm
     assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2, 3]
 
 
-def test_a_damaged_checkpoint_and_a_torn_metrics_line_resume_from_the_previous_step(tiny_model, tmp_path):
-    """What a crash during a copy or a bad disk leaves: the newest checkpoint with a truncated shard and
-    the last metrics row cut mid-write. The same command names both, resumes from the checkpoint
-    before, and ends with the metrics of the run that was never damaged."""
+def test_each_kind_of_damaged_checkpoint_and_a_torn_metrics_line_resume_from_the_newest_that_verifies(
+        tiny_model, tmp_path):
+    """What a crash during a copy or a bad disk leaves, one kind of damage in each of the five newest
+    checkpoints (an unreadable meta.json, a missing .metadata, a missing and a truncated shard, a
+    truncated driver state) and the last metrics row cut mid-write. The same command names each,
+    resumes from the newest checkpoint that verifies, and ends with the metrics of the run that was
+    never damaged, every checkpoint whole again."""
     from nemo_grpo.checkpoint.manager import verify_checkpoint
 
-    rc, out = run_script(tiny_model, tmp_path, "grpo.max_num_steps=3")
+    rc, out = run_script(tiny_model, tmp_path, "grpo.max_num_steps=6")
     assert rc == 0, out
     uninterrupted = read_metrics(tmp_path)
     ckpt, metrics = tmp_path / "ckpt", tmp_path / "logs" / "metrics.jsonl"
-    shard = sorted((ckpt / "step_3" / "policy" / "weights").glob("*.distcp"))[0]
-    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+
+    def cut(path):
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+    (ckpt / "step_6" / "meta.json").write_text("{not json")
+    (ckpt / "step_5" / "policy" / "optimizer" / ".metadata").unlink()
+    missing = sorted((ckpt / "step_4" / "policy" / "optimizer").glob("*.distcp"))[0]
+    missing.unlink()
+    truncated = sorted((ckpt / "step_3" / "policy" / "weights").glob("*.distcp"))[0]
+    cut(truncated)
+    cut(ckpt / "step_2" / "driver_state.pt")
     rows = metrics.read_text().splitlines(keepends=True)
-    metrics.write_text("".join(rows[:2]) + rows[2][:15])
-    rc, out = run_script(tiny_model, tmp_path, "grpo.max_num_steps=3")
+    metrics.write_text("".join(rows[:5]) + rows[5][:15])
+    rc, out = run_script(tiny_model, tmp_path, "grpo.max_num_steps=6")
     assert rc == 0, out
-    assert f"{ckpt / 'step_3'} is damaged (policy/weights/{shard.name}: " in out
-    assert f"resuming from {ckpt / 'step_2'} instead" in out and "left in place, not deleted" in out
-    assert f"{metrics}:3: dropped a partial last line" in out
+    for step, problem in [(6, "meta.json: unreadable"), (5, "policy/optimizer/.metadata: missing"),
+                          (4, f"policy/optimizer/{missing.name}: missing"), (3, f"policy/weights/{truncated.name}: "),
+                          (2, "driver_state.pt: ")]:
+        assert f"{ckpt / f'step_{step}'} is damaged ({problem}" in out, (step, out)
+    assert f"resuming from {ckpt / 'step_1'} instead" in out and "left in place, not deleted" in out
+    assert f"{metrics}:6: dropped a partial last line" in out
+    assert "Traceback" not in out
     assert [comparable(r) for r in read_metrics(tmp_path)] == [comparable(r) for r in uninterrupted]
-    assert verify_checkpoint(ckpt / "step_3") is None  # saved again, whole
+    assert all(verify_checkpoint(ckpt / f"step_{step}") is None for step in range(1, 7))  # saved again, whole
 
 
 def test_resume_with_another_model_is_refused(straight_run, tmp_path, qwen_math_tokenizer):
