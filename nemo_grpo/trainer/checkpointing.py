@@ -32,7 +32,7 @@ from nemo_grpo.checkpoint.manager import (
 )
 from nemo_grpo.config import save_config
 from nemo_grpo.trainer.setup import Run, compat_fields
-from nemo_grpo.utils.faults import maybe_crash
+from nemo_grpo.utils.faults import maybe_crash, maybe_no_space
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,7 @@ def save_checkpoint(run: Run, metrics: dict[str, Any], *, wait: bool = False) ->
         buffer = io.BytesIO()
         torch.save({"state": run.state.__dict__, "loader": run.loader.state_dict(), "torch_rng": torch.get_rng_state()},
                    buffer)
+        maybe_no_space(step, tmp / DRIVER_STATE, point="no_space_driver")  # tests: the driver's disk is full
         (tmp / DRIVER_STATE).write_bytes(buffer.getvalue())
         save_config(run.cfg, tmp / "config.yaml")
         run.tokenizer.save_pretrained(tmp / "tokenizer")
@@ -72,6 +73,9 @@ def save_checkpoint(run: Run, metrics: dict[str, Any], *, wait: bool = False) ->
         raise
     except BaseException as exc:
         if find_os_error(exc) is not None:  # also an OSError raised on a policy rank, through Ray or DCP
+            if mode != "none":  # the ranks may still write their shards into tmp: let them end first
+                with contextlib.suppress(Exception):
+                    run.policy.wait_save()
             raise run.checkpoints.save_failed(tmp, step, exc) from None
         raise
     if wait:

@@ -1,6 +1,8 @@
 """Faults injected on purpose by tests: NEMO_GRPO_INJECT_FAULT=<point>:<step> ends the process
 abruptly (like a crash or a kill) when the run reaches that point at that step; `no_space:<step>`
-makes the policy ranks' checkpoint write of that step fail as a full disk does (OSError ENOSPC);
+makes the policy ranks' checkpoint write of that step fail as a full disk does (OSError ENOSPC),
+`no_space_driver:<step>` the driver's write of its state; `free_space:<step>:<bytes>` makes the
+checkpoint folder's filesystem report that many free bytes when that step's save is estimated;
 `background_write:<step>` crashes a policy rank between the weights and the optimizer shards of
 that step (with `checkpointing.async_save`, in its background writer);
 `stall` hangs or slows the step there (like a stuck collective or a slow generation), so that a
@@ -26,10 +28,19 @@ def maybe_crash(point: str, step: int) -> None:
         os._exit(17)
 
 
-def maybe_no_space(step: int, path: str | Path) -> None:
-    """`no_space:<step>`: writing `path` at that step fails with "No space left on device"."""
-    if os.environ.get(ENV) == f"no_space:{step}":
+def maybe_no_space(step: int, path: str | Path, point: str = "no_space") -> None:
+    """`no_space:<step>` (a policy rank's shard) or `no_space_driver:<step>` (the driver's own files):
+    writing `path` at that step fails with "No space left on device"."""
+    if os.environ.get(ENV) == f"{point}:{step}":
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+
+def injected_free_bytes(step: int) -> int | None:
+    """`free_space:<step>:<bytes>`: the checkpoint folder's filesystem reports that many free bytes
+    when the checkpoint of that step is estimated (a disk nearly full, which a test cannot make)."""
+    point, _, rest = os.environ.get(ENV, "").partition(":")
+    at, _, free = rest.partition(":")
+    return int(free) if point == "free_space" and at == str(step) else None
 
 
 def maybe_stall(step: int) -> None:

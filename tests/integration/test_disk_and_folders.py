@@ -74,3 +74,40 @@ def test_a_full_disk_stops_the_run_in_one_line_a_second_run_is_refused_and_the_s
     assert f"resumed from {ckpt / 'step_1'} (step 1)" in out and "stale lock" not in out
     assert_equals_the_uninterrupted_run(tmp_path)
     assert not (ckpt / ".lock").exists() and not (logs / ".lock").exists()
+
+
+def test_a_save_estimated_not_to_fit_is_refused_before_writing_and_a_full_disk_in_the_driver_keeps_the_previous(
+        tiny_model, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    overrides = straight_overrides(tiny_model)
+    # 1. the filesystem reports 4096 free bytes when step 2's save is estimated (a disk nearly full,
+    #    simulated: a test cannot fill a real disk without root): refused before anything is written
+    rc, out = run_script(tiny_model, tmp_path, *overrides, env={FAULT: "free_space:2:4096"})
+    assert rc == 2, out
+    line = last_line(out)
+    assert line.startswith(f"error: refusing to save the checkpoint of step 2 in {ckpt / 'step_2'}: it needs about "), line
+    assert re.search(r"it needs about \d+ bytes \([\d.]+ MiB\) and only 4096 bytes \([\d.]+ \w+\) are free on that "
+                     rf"filesystem; nothing was written and the previous checkpoint {ckpt / 'step_1'} is intact", line), line
+    assert "rerun the same command" in line and "Traceback" not in out
+    assert sorted(p.name for p in ckpt.iterdir()) == ["step_1"]  # no tmp_step_2, no lock left
+    assert verify_checkpoint(ckpt / "step_1") is None
+    assert [r["step"] for r in read_metrics(tmp_path)] == [0, 1]  # step 2 is not logged: the resumed run redoes it
+
+    # 2. the same command resumes from step_1; the disk fills up while the driver writes its own state of
+    #    step 3, while the policy rank writes its shards in the background
+    rc, out = run_script(tiny_model, tmp_path, *overrides, env={FAULT: "no_space_driver:3"})
+    assert rc == 2, out
+    assert f"resumed from {ckpt / 'step_1'} (step 1)" in out
+    line = last_line(out)
+    assert line.startswith(f"error: cannot save the checkpoint of step 3 in {ckpt / 'tmp_step_3'}: no space left on "
+                           f"device ({ckpt / 'tmp_step_3' / 'driver_state.pt'}); it needs about "), line
+    assert f"the partial folder was removed and the previous checkpoint {ckpt / 'step_2'} is intact" in line, line
+    assert "Traceback" not in out
+    assert not (ckpt / "tmp_step_3").exists() and not (ckpt / "step_3").exists()
+    assert verify_checkpoint(ckpt / "step_2") is None
+
+    # 3. the same command finishes: the metrics of the uninterrupted run
+    rc, out = run_script(tiny_model, tmp_path, *overrides)
+    assert rc == 0, out
+    assert f"resumed from {ckpt / 'step_2'} (step 2)" in out
+    assert_equals_the_uninterrupted_run(tmp_path)
