@@ -96,6 +96,19 @@ def assert_equals_the_uninterrupted_run(run_dir: Path, *, besides: tuple[str, ..
                 (want["step"], key)
 
 
+def held_in_step_2(tiny_model: Path, tmp_path: Path):
+    """A Ray-launcher run held in step 2 until the returned `release` file exists (injected: a tiny
+    step could otherwise end before a signal arrives, and step 1's checkpoint, written in the
+    background, is complete only while step 2 runs); with its processes, Ray's daemons among them."""
+    release = tmp_path / "release"
+    proc = run_script(tiny_model, tmp_path, *straight_overrides(tiny_model), wait=False,
+                      env={"NEMO_GRPO_INJECT_FAULT": f"stall:2:{release}"})
+    wait_for(tmp_path / "ckpt" / "step_1" / "meta.json", proc)  # step 2 runs now
+    started = descendants(proc.pid)
+    assert any("raylet" in c for c in started.values()) and any("gcs_server" in c for c in started.values())
+    return proc, release, started
+
+
 def test_sigterm_to_the_process_group_or_the_driver_saves_the_step_exits_143_and_the_same_command_resumes(
         tiny_model, tmp_path):
     # 1. SIGTERM to the whole process group, as a scheduler sends it, during step 2 (held until `release`
@@ -103,12 +116,7 @@ def test_sigterm_to_the_process_group_or_the_driver_saves_the_step_exits_143_and
     #    checkpoint, written in the background, is complete only while step 2 runs). Ray's daemons run in
     #    a process group of their own, so the step finishes on them and is saved, and the run ends in
     #    seconds, not after Ray's minute of waiting for a GCS that the signal had stopped.
-    release = tmp_path / "release"
-    proc = run_script(tiny_model, tmp_path, *straight_overrides(tiny_model), wait=False,
-                      env={"NEMO_GRPO_INJECT_FAULT": f"stall:2:{release}"})
-    wait_for(tmp_path / "ckpt" / "step_1" / "meta.json", proc)  # step 2 runs now
-    started = descendants(proc.pid)
-    assert any("raylet" in c for c in started.values()) and any("gcs_server" in c for c in started.values())
+    proc, release, started = held_in_step_2(tiny_model, tmp_path)
     signalled = time.time()
     os.killpg(proc.pid, signal.SIGTERM)  # the driver leads the group (run_script starts a session)
     time.sleep(1)
@@ -154,12 +162,7 @@ def test_sigterm_to_every_process_one_by_one_abandons_the_step_at_once_and_the_s
     # driver watches Ray's daemons once signalled and abandons the step as soon as one has exited,
     # saying why, with 143 (without the watch it found out only at its next call to the dead policy
     # rank). Step 2 is held until `release` exists, injected.
-    release = tmp_path / "release"
-    proc = run_script(tiny_model, tmp_path, *straight_overrides(tiny_model), wait=False,
-                      env={"NEMO_GRPO_INJECT_FAULT": f"stall:2:{release}"})
-    wait_for(tmp_path / "ckpt" / "step_1" / "meta.json", proc)  # step 2 runs now
-    started = descendants(proc.pid)
-    assert any("raylet" in c for c in started.values()) and any("gcs_server" in c for c in started.values())
+    proc, release, started = held_in_step_2(tiny_model, tmp_path)
     signalled = time.time()
     for pid in sorted([proc.pid, *started]):  # as `pkill -TERM -s <session>` does: by pid, the driver first
         with contextlib.suppress(ProcessLookupError):
