@@ -43,11 +43,20 @@ def can_fuse_head(model: torch.nn.Module) -> bool:
 
 
 @contextmanager
-def _fused_head(head: torch.nn.Linear, targets: torch.Tensor, temperature: float, chunk_size: int):
+def _fused_head(head: torch.nn.Linear, targets: torch.Tensor, temperature: float, chunk_size: int,
+                scored: torch.Tensor | None = None):
     def forward(hidden: torch.Tensor) -> torch.Tensor:
-        logp, entropy = linear_logprobs_and_entropy(hidden, head.weight, targets, temperature, chunk_size,
-                                                    bias=head.bias)
-        return torch.stack((logp, entropy), dim=-1)
+        if scored is None:
+            logp, entropy = linear_logprobs_and_entropy(hidden, head.weight, targets, temperature, chunk_size,
+                                                        bias=head.bias)
+            return torch.stack((logp, entropy), dim=-1)
+        # only the positions whose token is scored go through the output layer (a GRPO batch's prompt
+        # positions are a large share of its tokens and predict nothing the loss uses)
+        logp, entropy = linear_logprobs_and_entropy(hidden[scored], head.weight, targets[scored], temperature,
+                                                    chunk_size, bias=head.bias)
+        out = torch.zeros((*targets.shape, 2), dtype=logp.dtype, device=logp.device)
+        out[scored] = torch.stack((logp, entropy), dim=-1)
+        return out
 
     head.forward = forward  # an instance attribute: parameter names and hooks are untouched
     try:
@@ -57,16 +66,19 @@ def _fused_head(head: torch.nn.Linear, targets: torch.Tensor, temperature: float
 
 
 def causal_logprobs_and_entropy(model: torch.nn.Module, input_ids: torch.Tensor, *, temperature: float,
-                                chunk_size: int = 1024, fused: bool = True,
+                                chunk_size: int = 1024, fused: bool = True, scored: torch.Tensor | None = None,
                                 **model_kwargs) -> tuple[torch.Tensor, torch.Tensor]:
     """(logp, entropy) [B, T-1] of `input_ids` [B, T] (position t scores token t+1) under `model`,
     called as `model(input_ids=input_ids, **model_kwargs)`; fused when `fused` and the architecture
-    allows it, else from the full logits."""
+    allows it, else from the full logits. `scored` [B, T-1] (bool): the positions the caller uses;
+    the fused head computes only those and gives 0 elsewhere (the full-logits path computes all)."""
     if not (fused and can_fuse_head(model)):
         logits = model(input_ids=input_ids, **model_kwargs).logits
         return logprobs_and_entropy(logits[:, :-1], input_ids[:, 1:], temperature, chunk_size)
     # the last position predicts no token of the row: give it a dummy target and drop its results
     targets = F.pad(input_ids[:, 1:], (0, 1))
-    with _fused_head(model.get_output_embeddings(), targets, temperature, chunk_size):
+    if scored is not None:
+        scored = F.pad(scored.bool().to(targets.device), (0, 1), value=False)
+    with _fused_head(model.get_output_embeddings(), targets, temperature, chunk_size, scored):
         out = model(input_ids=input_ids, **model_kwargs).logits
     return out[:, :-1, 0], out[:, :-1, 1]

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
@@ -89,20 +90,23 @@ class PolicyWorker:
         """Log-probs and entropy [B, T-1] of a micro-batch: padded rows, or (with
         policy.max_tokens_per_micro_batch) the rows packed into one sequence and the per-token
         results unpacked back to the same [B, T-1] layout. With policy.fused_lm_head the output
-        layer runs chunk by chunk inside the log-prob computation (policy/fused_head.py)."""
+        layer runs chunk by chunk inside the log-prob computation (policy/fused_head.py), on the
+        response positions only (`batch.mask`; every other position is 0, as callers mask them)."""
         fused = self.policy_cfg.fused_lm_head
         if self.policy_cfg.max_tokens_per_micro_batch is not None:
             layout = pack_layout(batch.attention_mask)
             ids = pack(batch.input_ids, layout).to(self.device)
+            scored = pack(F.pad(batch.mask.bool(), (0, 1), value=False), layout)[:, :-1]
             cu = layout.cu_seqlens.to(self.device)
             logp, entropy = causal_logprobs_and_entropy(
-                model, ids, temperature=self.temperature, fused=fused, position_ids=layout.position_ids.to(self.device),
+                model, ids, temperature=self.temperature, fused=fused, scored=scored,
+                position_ids=layout.position_ids.to(self.device),
                 cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=layout.max_len, max_length_k=layout.max_len)
             logp, entropy = unpack(logp[0], layout), unpack(entropy[0], layout)
         else:
             logp, entropy = causal_logprobs_and_entropy(
                 model, batch.input_ids.to(self.device), temperature=self.temperature, fused=fused,
-                attention_mask=batch.attention_mask.to(self.device))
+                scored=batch.mask.bool(), attention_mask=batch.attention_mask.to(self.device))
         if not with_entropy_grad:
             entropy = entropy.detach()
         return logp.float(), entropy.float()

@@ -20,7 +20,8 @@ def test_fused_head_worker_equals_full_logits(tmp_path, monkeypatch, tied, packe
 
     calls = []
     real = fused_head.linear_logprobs_and_entropy
-    monkeypatch.setattr(fused_head, "linear_logprobs_and_entropy", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(fused_head, "linear_logprobs_and_entropy",
+                        lambda *a, **k: calls.append(tuple(a[0].shape)) or real(*a, **k))
     model_dir = tmp_path / "model"
     build_random_model(tiny_config("qwen2", vocab_size=256, tie_word_embeddings=tied), seed=0).save_pretrained(model_dir)
     write_problems(model_dir / "problems.jsonl")
@@ -29,6 +30,9 @@ def test_fused_head_worker_equals_full_logits(tmp_path, monkeypatch, tied, packe
     assert not calls
     fused = _run(model_dir, tmp_path / "fused", *extra)
     assert calls  # the default path is the fused one
+    # ... and its output layer sees the response positions only (rows x hidden), never a prompt's
+    response_tokens = int(fused[0].mask.sum())
+    assert all(len(shape) == 2 and shape[0] <= response_tokens for shape in calls), (calls, response_tokens)
 
     torch.testing.assert_close(fused[0].old_logprobs, full[0].old_logprobs, rtol=RTOL, atol=ATOL)
     for key in full[1]:
