@@ -332,8 +332,9 @@ def _check_without_manifest(step_dir: Path, dcp_dirs: list[Path]) -> str | None:
             name = shard.relative_to(step_dir).as_posix()
             if not shard.is_file():
                 return f"{name}: missing"
-            if shard.stat().st_size < end:
-                return f"{name}: {shard.stat().st_size} bytes, its .metadata says at least {end}"
+            size = shard.stat().st_size
+            if size < end:
+                return f"{name}: {size} bytes, its .metadata says at least {end}"
     return None
 
 

@@ -15,7 +15,8 @@ is installed after Ray has started, so its handlers are the ones that run.
 A scheduler that signals every process of the job one by one (not the driver's process group) also
 stops the daemons of a Ray the run started (GCS, raylet): the step cannot finish then. While a
 signalled step runs, `dead_daemons` (when set) is polled; once a daemon has exited, the step is
-abandoned at once instead of the driver waiting Ray's minute for a dead GCS.
+abandoned at once, saying so (without the poll the driver learns it only at its next call to a dead
+worker, and names that worker instead).
 """
 
 from __future__ import annotations
@@ -167,7 +168,6 @@ class PreemptionWatch:
         self._expired = True
         # a real signal to the main thread: it also interrupts a blocking call (sleep, a pipe read)
         signal.pthread_kill(threading.main_thread().ident, self.signum)
-
 
     def _watch_daemons(self) -> None:
         """Thread, after a signal during a step: the step finishes only while Ray's daemons live."""
