@@ -5,7 +5,7 @@
 The demo's recipe (configs/grpo-smollm2-135m-arithmetic.yaml: fp32, micro-batches of 8, one optimizer
 step of 32 responses) on the real SmolLM2-135M-Instruct weights (`--model`: the folder the demo converts
 its GGUF into, ~/.cache/nemo_grpo/models/SmolLM2-135M-Instruct.Q4_1-*), 32 rows shaped like the demo's:
-a 55-token prompt and 15-48 response tokens. Prints the wall and CPU seconds of two calls after a
+4 prompts of 55 tokens with 8 responses of 15-48 tokens each. Prints the wall and CPU seconds of two calls after a
 warm-up, then torch.profiler's table of one call (operators by self CPU time). Overrides after the
 model (e.g. policy.max_tokens_per_micro_batch=1024) change the recipe. THREADS (default 2) sets the
 torch threads, as a one-rank run on a 2-core machine.
@@ -23,16 +23,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-PROMPT_TOKENS, RESPONSE_TOKENS, ROWS = 55, (15, 48), 32
+PROMPT_TOKENS, RESPONSE_TOKENS, ROWS, GROUP = 55, (15, 48), 32, 8
 
 
 def demo_like_batch():
-    """32 rows: a 55-token prompt (the demo's chat-templated question) and 15-48 response tokens."""
+    """32 rows as the demo's step has them: 4 prompts of 55 tokens (the demo's chat-templated
+    question), 8 responses of 15-48 tokens to each."""
     from nemo_grpo.algorithms.batch import pack_rollouts
 
     g = torch.Generator().manual_seed(0)
     lens = torch.randint(RESPONSE_TOKENS[0], RESPONSE_TOKENS[1] + 1, (ROWS,), generator=g).tolist()
-    prompts = [torch.randint(100, 40000, (PROMPT_TOKENS,), generator=g).tolist() for _ in lens]
+    heads = [torch.randint(100, 40000, (PROMPT_TOKENS,), generator=g).tolist() for _ in range(ROWS // GROUP)]
+    prompts = [heads[i // GROUP] for i in range(ROWS)]
     responses = [torch.randint(100, 40000, (n,), generator=g).tolist() for n in lens]
     return pack_rollouts(prompts, responses, [[-1.0] * n for n in lens], torch.randn(ROWS, generator=g),
                          torch.zeros(ROWS), pad_id=0)
@@ -48,6 +50,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="the converted SmolLM2-135M-Instruct folder")
     parser.add_argument("--no-profile", action="store_true", help="timings only")
+    parser.add_argument("--compile-layers", action="store_true",
+                        help="probe: torch.compile each decoder layer (inductor, dynamic shapes) before the calls")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="profile-demo-train-")
@@ -60,7 +64,12 @@ def main() -> None:
     try:
         batch = demo_like_batch()
         norm = minibatch_normalizer(batch, None)
+        if args.compile_layers:  # FSDP2's hooks stay outside each compiled forward
+            for layer in worker.model.model.layers:
+                layer.compile(dynamic=True)
+        start = time.perf_counter()
         worker.train([batch], [norm])  # warm-up
+        print(f"first call (warm-up{', compiling' if args.compile_layers else ''}): {time.perf_counter() - start:.1f} s")
         times = []
         for _ in range(2):
             wall, cpu = time.perf_counter(), time.process_time()

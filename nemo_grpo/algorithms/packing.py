@@ -14,7 +14,10 @@ attention that never crosses rows (`nemo_grpo/policy/packed_attention.py`).
   empty ones (the driver fills them with a zero-mask padding row). A row longer than the budget
   (the config refuses a budget below `max_total_sequence_length`, so only a row that somehow
   exceeds it) gets a micro-batch of its own: never cut, never dropped.
-* `packed_shares(batch, world_size, max_tokens)`: the plan applied to a TrainBatch: per rank the
+  With `policy.share_prompts` the plan places units, not rows: the rows of one prompt together,
+  costed at the prompt once plus their responses (`algorithms/shared_prompts.py`), so ranks
+  balance to within one such unit.
+* `packed_shares(batch, world_size, max_tokens, share_prompts)`: the plan applied to a TrainBatch: per rank the
   rows in micro-batch order, the rows per micro-batch, and where each row came from.
 * `PackedLayout` / `pack_layout` / `unpack`: a right-padded micro-batch [B, T] to the packed
   [1, total] inputs (ids, position ids, cu_seqlens), and the packed per-token outputs [total-1]
@@ -31,6 +34,7 @@ import torch
 
 from nemo_grpo.algorithms.batch import TrainBatch
 from nemo_grpo.algorithms.minibatch import concat
+from nemo_grpo.algorithms.shared_prompts import prompt_units
 
 
 def balance_ranks(lengths: list[int], world_size: int) -> list[list[int]]:
@@ -85,14 +89,25 @@ def _split_to(bins: list[list[int]], count: int, lengths: list[int]) -> list[lis
     return bins
 
 
-def plan_packed(lengths: list[int], world_size: int, max_tokens: int) -> list[list[list[int]]]:
+def plan_packed(lengths: list[int], world_size: int, max_tokens: int,
+                units: tuple[list[list[int]], list[int]] | None = None) -> list[list[list[int]]]:
     """rank -> micro-batches -> row indices; every rank has the same number of micro-batches
-    (none at all when there are no rows). See the module docstring."""
+    (none at all when there are no rows). See the module docstring. `units`: rows that go together
+    and the tokens each group costs (`shared_prompts.prompt_units`); default: every row alone."""
     if max_tokens < 1:
         raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
-    per_rank = [first_fit_decreasing(rows, lengths, max_tokens) for rows in balance_ranks(lengths, world_size)]
+    rows_of, costs = units if units is not None else ([[i] for i in range(len(lengths))], list(lengths))
+    per_rank = [[sorted(row for unit in bin_ for row in rows_of[unit])
+                 for bin_ in first_fit_decreasing(items, costs, max_tokens)]
+                for items in balance_ranks(costs, world_size)]
     count = max(len(bins) for bins in per_rank)
     return [_split_to(bins, count, lengths) for bins in per_rank]
+
+
+def plan_batch(batch: TrainBatch, world_size: int, max_tokens: int, share_prompts: bool) -> list[list[list[int]]]:
+    """`plan_packed` for a batch: its rows alone, or (`share_prompts`) its rows grouped by prompt."""
+    units = prompt_units(batch, max_tokens) if share_prompts else None
+    return plan_packed(row_lengths(batch), world_size, max_tokens, units)
 
 
 def row_lengths(batch: TrainBatch) -> list[int]:
@@ -106,7 +121,7 @@ class PackedShare:
     rows: list[int]  # for every row of `batch`, its index in the planned batch (-1: padding)
 
 
-def packed_shares(batch: TrainBatch, world_size: int, max_tokens: int) -> list[PackedShare]:
+def packed_shares(batch: TrainBatch, world_size: int, max_tokens: int, share_prompts: bool = False) -> list[PackedShare]:
     """The plan applied to `batch`; an empty micro-batch becomes one zero-mask copy of the shortest
     row (it adds nothing but keeps the rank's forward/backward count)."""
     if len(batch) == 0:
@@ -114,7 +129,7 @@ def packed_shares(batch: TrainBatch, world_size: int, max_tokens: int) -> list[P
     lengths = row_lengths(batch)
     shortest = min(range(len(batch)), key=lambda i: (lengths[i], i))
     out = []
-    for bins in plan_packed(lengths, world_size, max_tokens):
+    for bins in plan_batch(batch, world_size, max_tokens, share_prompts):
         parts, rows = [], []
         for micro in bins:
             if micro:

@@ -40,6 +40,7 @@ class PolicyConfig:
     logprob_micro_batch_size: int | None = None
     max_total_sequence_length: int = 4096
     max_tokens_per_micro_batch: int | None = None
+    share_prompts: bool = False
     precision: Precision = "bfloat16"
     activation_checkpointing: bool = False
     fused_lm_head: bool = True
@@ -72,6 +73,11 @@ class PolicyConfig:
                 f"size that divides {self.train_global_batch_size}"
             )
         budget = self.max_tokens_per_micro_batch
+        if self.share_prompts and budget is None:
+            raise ValueError(
+                "policy.share_prompts: true works on packed micro-batches; set policy.max_tokens_per_micro_batch "
+                f"(at least policy.max_total_sequence_length, {self.max_total_sequence_length}), or set "
+                "policy.share_prompts: false")
         if budget is not None and budget < self.max_total_sequence_length:
             # the budget is a bound on a micro-batch's tokens, so the longest row must fit it
             raise ValueError(

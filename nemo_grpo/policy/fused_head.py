@@ -44,8 +44,12 @@ def can_fuse_head(model: torch.nn.Module) -> bool:
 
 @contextmanager
 def _fused_head(head: torch.nn.Linear, targets: torch.Tensor, temperature: float, chunk_size: int,
-                scored: torch.Tensor | None = None):
+                scored: torch.Tensor | None = None, source: torch.Tensor | None = None):
     def forward(hidden: torch.Tensor) -> torch.Tensor:
+        if source is not None:  # [M] packed positions, one per target: [M, 2]
+            logp, entropy = linear_logprobs_and_entropy(hidden.reshape(-1, hidden.shape[-1])[source], head.weight,
+                                                        targets, temperature, chunk_size, bias=head.bias)
+            return torch.stack((logp, entropy), dim=-1)
         if scored is None:
             logp, entropy = linear_logprobs_and_entropy(hidden, head.weight, targets, temperature, chunk_size,
                                                         bias=head.bias)
@@ -82,3 +86,18 @@ def causal_logprobs_and_entropy(model: torch.nn.Module, input_ids: torch.Tensor,
     with _fused_head(model.get_output_embeddings(), targets, temperature, chunk_size, scored):
         out = model(input_ids=input_ids, **model_kwargs).logits
     return out[:, :-1, 0], out[:, :-1, 1]
+
+
+def gathered_logprobs_and_entropy(model: torch.nn.Module, input_ids: torch.Tensor, source: torch.Tensor,
+                                  targets: torch.Tensor, *, temperature: float, chunk_size: int = 1024,
+                                  fused: bool = True, **model_kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logp, entropy) [M] of `targets` [M], each predicted from the hidden state at packed position
+    `source` [M] of `input_ids` [1, total] (several targets may share a position: a shared prompt's last
+    token predicts every response's first token). Fused when allowed; else from the gathered logits."""
+    if not (fused and can_fuse_head(model)):
+        logits = model(input_ids=input_ids, **model_kwargs).logits
+        logp, entropy = logprobs_and_entropy(logits[0, source][None], targets[None], temperature, chunk_size)
+        return logp[0], entropy[0]
+    with _fused_head(model.get_output_embeddings(), targets, temperature, chunk_size, source=source):
+        out = model(input_ids=input_ids, **model_kwargs).logits
+    return out[..., 0], out[..., 1]

@@ -67,7 +67,7 @@ class PolicyGroup:
         result = torch.zeros(batch.mask.shape)
         budget = self.policy_cfg.max_tokens_per_micro_batch
         if budget is not None:  # packed: rows go to ranks by tokens, then come back to their place
-            packed = packed_shares(batch, self.world_size, budget)
+            packed = packed_shares(batch, self.world_size, budget, self.policy_cfg.share_prompts)
             outs = self.get(self.workers.call_per_rank("logprobs", [(p.batch, p.sizes) for p in packed],
                                                       reference=reference))
             for out, share in zip(outs, packed):
@@ -132,7 +132,7 @@ class PolicyGroup:
         budget = self.policy_cfg.max_tokens_per_micro_batch
         if budget is None:
             return [(share, None) for share in distribute(batch, self.world_size, size)]
-        return [(p.batch, p.sizes) for p in packed_shares(batch, self.world_size, budget)]
+        return [(p.batch, p.sizes) for p in packed_shares(batch, self.world_size, budget, self.policy_cfg.share_prompts)]
 
     def save(self, step_dir: str, step: int | None = None, background: str = "none") -> None:
         """Every rank's shards; with `background` ("process", "thread") the call returns once they are

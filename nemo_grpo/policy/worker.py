@@ -34,12 +34,13 @@ from nemo_grpo.algorithms.aggregation import Normalizer
 from nemo_grpo.algorithms.policy_loss import SHARE_METRICS, LossBatch, policy_loss
 from nemo_grpo.algorithms.numerics import gen_train_kl, token_mult_prob_error
 from nemo_grpo.algorithms.batch import TrainBatch
-from nemo_grpo.algorithms.packing import pack, pack_layout, plan_packed, row_lengths, unpack
+from nemo_grpo.algorithms.packing import pack, pack_layout, plan_batch, unpack
+from nemo_grpo.algorithms.shared_prompts import prompt_lengths, shared_layout
 from nemo_grpo.checkpoint.background import BackgroundWriter
 from nemo_grpo.generation.engine import EngineSpec, start_engine
 from nemo_grpo.generation.interface import Rollout, SamplingParams
 from nemo_grpo.models.precision import torch_dtype
-from nemo_grpo.policy.fused_head import causal_logprobs_and_entropy
+from nemo_grpo.policy.fused_head import causal_logprobs_and_entropy, gathered_logprobs_and_entropy
 from nemo_grpo.policy.model import load_hf_model, lr_lambda, make_optimizer, model_fingerprint, shard_model
 from nemo_grpo.policy.packed_attention import PACKED_ATTENTION
 from nemo_grpo.policy.refit import weight_chunks
@@ -89,11 +90,14 @@ class PolicyWorker:
     def _forward(self, model, batch: TrainBatch, *, with_entropy_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probs and entropy [B, T-1] of a micro-batch: padded rows, or (with
         policy.max_tokens_per_micro_batch) the rows packed into one sequence and the per-token
-        results unpacked back to the same [B, T-1] layout. With policy.fused_lm_head the output
+        results unpacked back to the same [B, T-1] layout (with policy.share_prompts, each distinct
+        prompt once: `_forward_shared`). With policy.fused_lm_head the output
         layer runs chunk by chunk inside the log-prob computation (policy/fused_head.py), on the
         response positions only (`batch.mask`; every other position is 0, as callers mask them)."""
         fused = self.policy_cfg.fused_lm_head
-        if self.policy_cfg.max_tokens_per_micro_batch is not None:
+        if self.policy_cfg.max_tokens_per_micro_batch is not None and self.policy_cfg.share_prompts:
+            logp, entropy = self._forward_shared(model, batch, fused)
+        elif self.policy_cfg.max_tokens_per_micro_batch is not None:
             layout = pack_layout(batch.attention_mask)
             ids = pack(batch.input_ids, layout).to(self.device)
             scored = pack(F.pad(batch.mask.bool(), (0, 1), value=False), layout)[:, :-1]
@@ -111,6 +115,21 @@ class PolicyWorker:
             entropy = entropy.detach()
         return logp.float(), entropy.float()
 
+    def _forward_shared(self, model, batch: TrainBatch, fused: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """The packed forward with each distinct prompt once (algorithms/shared_prompts.py): the
+        response positions' log-probs and entropy, scattered into [B, T-1] (0 elsewhere)."""
+        layout = shared_layout(batch.input_ids, batch.attention_mask, prompt_lengths(batch))
+        rows, cols, source, targets = layout.predictions(batch.mask.bool(), batch.input_ids)
+        cu = layout.cu_pieces.to(self.device)
+        logp, entropy = gathered_logprobs_and_entropy(
+            model, batch.input_ids.reshape(-1)[layout.gather][None].to(self.device), source.to(self.device),
+            targets.to(self.device), temperature=self.temperature, fused=fused,
+            position_ids=layout.position_ids.to(self.device), cu_seq_lens_q=cu, cu_seq_lens_k=cu,
+            max_length_q=layout.max_len, max_length_k=layout.max_len, prefix_piece=layout.prefix_piece.to(self.device))
+        at = (rows.to(self.device), cols.to(self.device))
+        zeros = torch.zeros(batch.mask.shape, dtype=logp.dtype, device=self.device)
+        return zeros.index_put(at, logp), zeros.index_put(at, entropy)
+
     def _micro_batches(self, batch: TrainBatch | None, size: int,
                        sizes: list[int] | None = None) -> list[tuple[torch.Tensor, TrainBatch]]:
         """(rows of `batch`, micro-batch) pairs: `size` rows each, or, packed, the driver's plan
@@ -126,7 +145,7 @@ class PolicyWorker:
             bounds = [0] + torch.tensor(sizes).cumsum(0).tolist()
             groups = [list(range(a, b)) for a, b in zip(bounds[:-1], bounds[1:])]
         elif self.world_size == 1:
-            groups = plan_packed(row_lengths(batch), 1, budget)[0]
+            groups = plan_batch(batch, 1, budget, self.policy_cfg.share_prompts)[0]
         else:  # ranks planning alone could run different numbers of micro-batches and hang FSDP
             raise ValueError("packed micro-batches on several ranks need the driver's plan (micro_sizes)")
         return [(torch.tensor(g, dtype=torch.long), batch.select(g)) for g in groups]

@@ -15,9 +15,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 
 def make_batch(vocab: int, rows: int = 8) -> object:
+    """GRPO-shaped: two responses to each prompt."""
     gen = torch.Generator().manual_seed(0)
     prompts = [torch.randint(0, vocab, (int(torch.randint(3, 9, (1,), generator=gen)),), generator=gen).tolist()
-               for _ in range(rows)]
+               for _ in range(rows // 2)]
+    prompts = [p for p in prompts for _ in range(2)]
     responses = [torch.randint(0, vocab, (int(torch.randint(2, 7, (1,), generator=gen)),), generator=gen).tolist()
                  for _ in range(rows)]
     advantages = torch.randn(rows, generator=gen)
@@ -59,8 +61,8 @@ ONE_STEP = "policy.train_global_batch_size=8"
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, qwen_math_tokenizer):
-    """One Ray session, four runs: 1 rank padded, 2 ranks padded (two optimizer steps); 2 ranks padded
-    and packed (one step)."""
+    """One Ray session, five runs: 1 rank padded, 2 ranks padded (two optimizer steps); 2 ranks padded,
+    packed, and packed with each prompt once (one step)."""
     tmp_path = tmp_path_factory.mktemp("dp")
     model_dir = make_tiny_model_dir(tmp_path / "model", qwen_math_tokenizer)
     vocab = len(qwen_math_tokenizer)
@@ -71,7 +73,9 @@ def runs(tmp_path_factory, qwen_math_tokenizer):
                "two": train_once(model_dir, tmp_path / "two", 2, make_batch(vocab), save_to=tmp_path / "saved"),
                "saved": tmp_path / "saved",
                "two_one_step": train_once(model_dir, tmp_path / "two_one_step", 2, make_batch(vocab), ONE_STEP),
-               "packed": train_once(model_dir, tmp_path / "packed", 2, make_batch(vocab), *PACKED, ONE_STEP)}
+               "packed": train_once(model_dir, tmp_path / "packed", 2, make_batch(vocab), *PACKED, ONE_STEP),
+               "shared": train_once(model_dir, tmp_path / "shared", 2, make_batch(vocab), *PACKED, ONE_STEP,
+                                    "policy.share_prompts=true")}
     finally:
         ray.shutdown()
     return out
@@ -106,11 +110,13 @@ def make_reference(model_dir):
     return _initial["sd"]
 
 
-def test_packed_two_ranks_equal_padded(runs):
-    """Packed micro-batches on 2 ranks (rows balanced over ranks by tokens): the same log-probs,
-    loss, gradient norm and updated weights as padded micro-batches on 2 ranks (one optimizer step)."""
+@pytest.mark.parametrize("kind", ["packed", "shared"])
+def test_packed_two_ranks_equal_padded(runs, kind):
+    """Packed micro-batches on 2 ranks (rows balanced over ranks by tokens; `shared`: each prompt's
+    rows together, the prompt run once): the same log-probs, loss, gradient norm and updated weights
+    as padded micro-batches on 2 ranks (one optimizer step)."""
     two, logp_two, w_two = runs["two_one_step"]
-    packed, logp_packed, w_packed = runs["packed"]
+    packed, logp_packed, w_packed = runs[kind]
     # float32 rounding (per-row attention, other sums); weights after Adam to a fraction of lr
     # (an element whose gradient is near Adam's eps amplifies rounding: see ONE_STEP)
     torch.testing.assert_close(logp_packed, logp_two, rtol=1e-5, atol=1e-6)
@@ -126,7 +132,7 @@ def test_packed_two_ranks_equal_padded(runs):
     for name in w_two:
         torch.testing.assert_close(w_packed[name], w_two[name], rtol=1e-5, atol=5e-6, msg=name)
         worst = max(worst, float((w_packed[name] - w_two[name]).abs().max()))
-    print(f"packed vs padded, 2 ranks: loss {packed['loss']:.9g} vs {two['loss']:.9g}, grad_norm "
+    print(f"{kind} vs padded, 2 ranks: loss {packed['loss']:.9g} vs {two['loss']:.9g}, grad_norm "
           f"{packed['grad_norm']:.9g} vs {two['grad_norm']:.9g}, max |logp diff| "
           f"{float((logp_packed - logp_two).abs().max()):.3g}, max |weight diff| {worst:.3g}")
 

@@ -42,6 +42,22 @@ def random_rollouts(vocab: int, rows: int = 8):
                          torch.zeros(rows), pad_id=0)
 
 
+def grouped_rollouts(vocab: int, prompts: int = 3, per_prompt: int = 3):
+    """GRPO-shaped rows: `per_prompt` responses (2 to 6 tokens) to each of `prompts` prompts (3 to 8
+    tokens), the groups one after the other, random advantages."""
+    from nemo_grpo.algorithms.batch import pack_rollouts
+
+    gen = torch.Generator().manual_seed(1)
+    heads = [torch.randint(1, vocab, (int(torch.randint(3, 9, (1,), generator=gen)),), generator=gen).tolist()
+             for _ in range(prompts)]
+    rows = prompts * per_prompt
+    responses = [torch.randint(1, vocab, (int(torch.randint(2, 7, (1,), generator=gen)),), generator=gen).tolist()
+                 for _ in range(rows)]
+    return pack_rollouts([heads[i // per_prompt] for i in range(rows)], responses,
+                         [[-1.0] * len(r) for r in responses], torch.randn(rows, generator=gen), torch.zeros(rows),
+                         pad_id=0)
+
+
 def train_and_checkpoint(model_dir: Path, run_dir: Path, tokenizer) -> TrainedCheckpoint:
     """One optimizer step from `model_dir`, then a complete checkpoint `run_dir/ckpt/step_1`."""
     from nemo_grpo.algorithms.minibatch import minibatch_normalizer

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from nemo_grpo.algorithms.minibatch import minibatch_normalizer
-from nemo_grpo.algorithms.packing import plan_packed, row_lengths
+from nemo_grpo.algorithms.packing import plan_batch, plan_packed, row_lengths
 from nemo_grpo.models.build import build_random_model, tiny_config
 from tests.integration.tiny_run import tiny_train_config, write_problems
-from tests.integration.trained_checkpoint import free_port, random_rollouts
+from tests.integration.trained_checkpoint import free_port, grouped_rollouts, random_rollouts
 
 BUDGET = 24  # tokens per packed micro-batch; the rows have 5 to 14 tokens
 
@@ -32,7 +32,7 @@ def _model_dir(tmp_path, arch):
     return out
 
 
-def _run(model_dir, run_dir, *overrides):
+def _run(model_dir, run_dir, *overrides, rollouts=random_rollouts, rows=8):
     from nemo_grpo.policy.worker import PolicyWorker
 
     cfg = tiny_train_config(model_dir, run_dir, "policy.train_micro_batch_size=2", "policy.train_global_batch_size=4",
@@ -41,10 +41,11 @@ def _run(model_dir, run_dir, *overrides):
     worker = PolicyWorker(0, 1, "127.0.0.1", free_port(), cfg.policy, cfg.loss, device="cpu", temperature=0.9,
                           total_optimizer_steps=2, seed=0, need_reference=False, num_threads=1)
     try:
-        batch = random_rollouts(256)
+        batch = rollouts(256)
         batch.old_logprobs = worker.logprobs(batch)
         stats = worker.forward_stats(batch)
-        first, second = batch.select(slice(0, 4)), batch.select(slice(4, 8))
+        half = rows // 2
+        first, second = batch.select(slice(0, half)), batch.select(slice(half, rows))
         metrics = worker.train([first], [minibatch_normalizer(first, None)])
         # the gradient of the first step, taken at the same (initial) weights in both runs
         grads = {n: p.grad.full_tensor().clone() for n, p in worker.model.named_parameters()}
@@ -64,6 +65,27 @@ def test_packed_worker_equals_padded(tmp_path, arch):
     batch = padded[0]
     plan = plan_packed(row_lengths(batch.select(slice(0, 4))), 1, BUDGET)[0]
     assert 1 < len(plan) < 4, f"the test should pack several rows per micro-batch, got {plan}"
+    _assert_same_training(arch, padded, packed)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("arch", ["qwen2", "llama"])
+def test_shared_prompts_worker_equals_padded(tmp_path, arch):
+    """policy.share_prompts: 3 prompts x 4 responses, each distinct prompt of a micro-batch run once
+    (its last token's hidden state predicting every response's first token)."""
+    model_dir = _model_dir(tmp_path, arch)
+    rollouts = lambda vocab: grouped_rollouts(vocab, prompts=3, per_prompt=4)  # noqa: E731
+    padded = _run(model_dir, tmp_path / "padded", rollouts=rollouts, rows=12)
+    shared = _run(model_dir, tmp_path / "shared", f"policy.max_tokens_per_micro_batch={BUDGET}",
+                  "policy.share_prompts=true", rollouts=rollouts, rows=12)
+    first = padded[0].select(slice(0, 6))
+    plan = plan_batch(first, 1, BUDGET, share_prompts=True)[0]
+    assert any(len(micro) > 1 for micro in plan), f"the test should share a prompt within a micro-batch, got {plan}"
+    _assert_same_training(arch, padded, shared)
+
+
+def _assert_same_training(arch, padded, packed):
+    batch = padded[0]
 
     torch.testing.assert_close(packed[0].old_logprobs, batch.old_logprobs, rtol=RTOL, atol=ATOL)
     for key in padded[1]:
