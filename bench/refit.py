@@ -82,7 +82,7 @@ def main() -> None:
             gen.vllm.kv_cache_memory_bytes = 256 * 2**20
         policy = PolicyConfig(model_name=str(folder), precision=args.precision if on_gpu else "float32")
         spec = EngineSpec(args.backend, str(folder), str(folder), gen, policy.precision, 0, max_model_len=1024,
-                          max_sequences=8)
+                          in_flight=((8, 1024),))
         t0 = time.perf_counter()
         worker = PolicyWorker(0, 1, "127.0.0.1", free_port(), policy, LossConfig(), device=args.device,
                               temperature=1.0, total_optimizer_steps=1, seed=0, need_reference=False, engine=spec)

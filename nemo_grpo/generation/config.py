@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from nemo_grpo.models.precision import Precision
+
 
 @dataclass
 class VllmConfig:
@@ -36,6 +38,9 @@ class GenerationConfig:
     top_k: int | None = None
     max_new_tokens: int | None = None
     stop_strings: list[str] = field(default_factory=list)
+    # The engine's weights and KV cache. null: the policy's precision on GPU, float32 on CPU. bfloat16
+    # on a CPU halves both (the CPU demo's engine); the trainer's log-probs stay the policy's.
+    precision: Precision | None = None
     # Every policy rank samples with its own engine on its own device (false is refused).
     colocated: bool = True
     vllm: VllmConfig = field(default_factory=VllmConfig)

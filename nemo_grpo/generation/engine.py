@@ -37,11 +37,18 @@ def _vllm_backend_available() -> bool:
     return True
 
 
+def engine_dtype(policy_precision: str, device: str, precision: str | None = None) -> torch.dtype:
+    """The engine's dtype: `generation.precision` when set, else the policy's on GPU and float32 on CPU."""
+    if precision is not None:
+        return torch_dtype(precision)
+    return torch_dtype(policy_precision) if device == "cuda" else torch.float32
+
+
 def make_backend(name: str, model_path: str, tokenizer, gen_cfg, *, device: str, precision: str, seed: int,
-                 max_model_len: int, load_weights: bool = False, max_sequences: int | None = None,
+                 max_model_len: int, load_weights: bool = False, in_flight: list[tuple[int, int]] | None = None,
                  in_process: bool | None = None, sleep_mode: bool = False) -> GenerationBackend:
-    """The backend `name` on `device` ("cpu" or "cuda"); on CPU it always computes in fp32."""
-    dtype = torch_dtype(precision) if device == "cuda" else torch.float32
+    """The backend `name` on `device` ("cpu" or "cuda"), in `engine_dtype`."""
+    dtype = engine_dtype(precision, device, gen_cfg.precision)
     if name == "hf":
         from nemo_grpo.generation.hf_backend import HFGenerationBackend
 
@@ -51,7 +58,7 @@ def make_backend(name: str, model_path: str, tokenizer, gen_cfg, *, device: str,
 
         return VllmGenerationBackend(model_path, tokenizer, gen_cfg, device=device, dtype=dtype, seed=seed,
                                      max_model_len=max_model_len, load_format="auto" if load_weights else "dummy",
-                                     max_sequences=max_sequences, in_process=in_process, sleep_mode=sleep_mode)
+                                     in_flight=in_flight, in_process=in_process, sleep_mode=sleep_mode)
     raise ValueError(f"unknown generation backend '{name}'")
 
 
@@ -66,7 +73,9 @@ class EngineSpec:
     precision: str
     seed: int
     max_model_len: int
-    max_sequences: int  # the most sequences one rank generates at once (sizes vLLM's CPU KV cache)
+    # what one rank generates at once, (sequences, tokens each at most) per kind of batch (a training
+    # step, each validation set): the largest sizes vLLM's CPU KV cache
+    in_flight: tuple[tuple[int, int], ...]
 
 
 def start_engine(spec: EngineSpec, *, device: str) -> GenerationBackend:
@@ -77,4 +86,4 @@ def start_engine(spec: EngineSpec, *, device: str) -> GenerationBackend:
     tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer_path)
     return make_backend(spec.backend, spec.model_path, tokenizer, spec.config, device=device,
                         precision=spec.precision, seed=spec.seed, max_model_len=spec.max_model_len,
-                        max_sequences=spec.max_sequences, in_process=True, sleep_mode=device == "cuda")
+                        in_flight=list(spec.in_flight), in_process=True, sleep_mode=device == "cuda")

@@ -31,22 +31,23 @@ from nemo_grpo.generation.vllm_refit import EXTENSION_CLS, chunk_state_dict
 log = logging.getLogger(__name__)
 
 
-KV_BLOCK_TOKENS = 256  # each sequence's length is rounded up to this (vLLM allocates KV in blocks)
+KV_BLOCK_TOKENS = 128  # vLLM-CPU's default block (platforms/cpu.py): a sequence's KV is whole blocks
 KV_MARGIN = 1.25
 KV_FLOOR_BYTES = 64 * 2**20
 
 
-def kv_cache_bytes(hf_config: Any, *, dtype_bytes: int, sequences: int, max_model_len: int) -> int:
-    """The KV cache a run needs: `sequences` in flight at once, each up to `max_model_len` tokens
-    (rounded up to whole blocks), times the per-token KV bytes (layers x 2 (K and V) x KV heads x
-    head dim x dtype bytes), with a 25% margin and a 64 MiB floor."""
+def kv_cache_bytes(hf_config: Any, *, dtype_bytes: int, in_flight: list[tuple[int, int]]) -> int:
+    """The KV cache a run needs: the largest of its batches in flight (`in_flight`: (sequences, tokens
+    each at most) for a training step and for each validation set), lengths rounded up to whole blocks,
+    times the per-token KV bytes (layers x 2 (K and V) x KV heads x head dim x dtype bytes), with a 25%
+    margin and a 64 MiB floor."""
     text = getattr(hf_config, "text_config", None) or hf_config
     heads = text.num_attention_heads
     kv_heads = getattr(text, "num_key_value_heads", None) or heads
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
     per_token = text.num_hidden_layers * 2 * kv_heads * head_dim * dtype_bytes
-    tokens = -(-max_model_len // KV_BLOCK_TOKENS) * KV_BLOCK_TOKENS
-    return max(KV_FLOOR_BYTES, int(max(1, sequences) * tokens * per_token * KV_MARGIN))
+    tokens = max((max(1, n) * -(-length // KV_BLOCK_TOKENS) * KV_BLOCK_TOKENS for n, length in in_flight), default=0)
+    return max(KV_FLOOR_BYTES, int(tokens * per_token * KV_MARGIN))
 
 
 @contextlib.contextmanager
@@ -77,12 +78,12 @@ class VllmGenerationBackend:
         seed: int = 0,
         max_model_len: int | None = None,
         load_format: str = "dummy",
-        max_sequences: int | None = None,
+        in_flight: list[tuple[int, int]] | None = None,
         in_process: bool | None = None,
         sleep_mode: bool = False,
     ) -> None:
-        """`max_sequences`: the most sequences the caller generates at once; on CPU it sizes the KV
-        cache when neither `generation.vllm.kv_cache_memory_bytes` nor VLLM_CPU_KVCACHE_SPACE is set.
+        """`in_flight`: the batches the caller generates at once, as (sequences, tokens each at most);
+        on CPU the largest sizes the KV cache when neither `generation.vllm.kv_cache_memory_bytes` nor VLLM_CPU_KVCACHE_SPACE is set.
         `in_process`: overrides `generation.vllm.in_process` (a policy rank's engine is always in
         its process); `sleep_mode`: on GPU, `sleep` releases the engine's memory while the policy trains."""
         try:
@@ -123,14 +124,14 @@ class VllmGenerationBackend:
         )
         if vcfg.kv_cache_memory_bytes is not None:
             kwargs["kv_cache_memory_bytes"] = vcfg.kv_cache_memory_bytes
-        elif not self.on_gpu and max_sequences and not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
+        elif not self.on_gpu and in_flight and not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
             # vLLM-CPU's default takes a share of the machine's memory (12.3 GiB on a 24 GB box)
             kwargs["kv_cache_memory_bytes"] = kv_cache_bytes(
                 _hf_config(model_dir), dtype_bytes=torch.empty(0, dtype=_torch_dtype(dtype)).element_size(),
-                sequences=max_sequences, max_model_len=kwargs["max_model_len"])
-            log.info("vLLM KV cache: %.0f MiB for %d sequences of up to %d tokens (generation.vllm."
-                     "kv_cache_memory_bytes sets it)", kwargs["kv_cache_memory_bytes"] / 2**20, max_sequences,
-                     kwargs["max_model_len"])
+                in_flight=in_flight)
+            log.info("vLLM KV cache: %.0f MiB for the largest of %s (sequences, tokens each) in flight "
+                     "(generation.vllm.kv_cache_memory_bytes sets it)", kwargs["kv_cache_memory_bytes"] / 2**20,
+                     ", ".join(f"{n} x {length}" for n, length in in_flight))
         if vcfg.compilation_config:
             kwargs["compilation_config"] = dict(vcfg.compilation_config)
         env: dict[str, str] = {}
@@ -252,18 +253,29 @@ class VllmGenerationBackend:
 
     # -- GPU memory shared with the policy ----------------------------------------------------------------
     def sleep(self) -> None:
-        """GPU (`sleep_mode`): release the weights (offloaded to host memory) and the KV cache so
-        the policy can train. No-op on CPU."""
-        if self.sleep_mode and not self._asleep:
+        """Free memory for the policy while it trains. GPU (`sleep_mode`): the weights (offloaded to
+        host memory) and the KV cache. CPU, engine in this process: the KV cache (vLLM-CPU has no
+        sleep mode; its storage is handed back and re-allocated at the next `generate`)."""
+        if self._asleep:
+            return
+        if self.sleep_mode:
             self.llm.sleep(level=1)
             self._asleep = {"weights", "kv_cache"}
+        elif not self.on_gpu and self.in_process:
+            self.llm.collective_rpc("nemo_kv_release")
+            self._asleep = {"kv_cache"}
 
     def wake_up(self, tags: list[str] | None = None) -> None:  # tags: vLLM's "weights", "kv_cache"
         """Bring back `tags` (default: everything released by `sleep`)."""
         wanted = self._asleep if tags is None else self._asleep & set(tags)
-        if wanted:
+        if not wanted:
+            return
+        if self.sleep_mode:
             self.llm.wake_up(tags=sorted(wanted))
-            self._asleep -= wanted
+        else:  # CPU: the KV cache's memory is back with undefined contents, so no cached prompt may be reused
+            self.llm.collective_rpc("nemo_kv_restore")
+            self.llm.reset_prefix_cache()
+        self._asleep -= wanted
 
     def shutdown(self) -> None:
         llm = getattr(self, "llm", None)

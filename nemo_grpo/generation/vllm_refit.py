@@ -110,6 +110,26 @@ class RefitWorkerExtension:
         expected = {name for name, _ in model.named_parameters()}
         return sorted(expected - self._nemo_loaded)
 
+    def nemo_kv_release(self) -> int:
+        """CPU: give the KV cache's memory back (its storages shrink to 0 bytes; the tensors and
+        the attention layers' views stay). Returns the bytes freed."""
+        storages = {}
+        for tensor in self.model_runner.kv_caches:
+            storage = tensor.untyped_storage()
+            if storage.nbytes():
+                storages.setdefault(storage.data_ptr(), (storage, storage.nbytes()))
+        self._nemo_kv_released = list(storages.values())
+        for storage, _ in self._nemo_kv_released:
+            storage.resize_(0)
+        return sum(size for _, size in self._nemo_kv_released)
+
+    def nemo_kv_restore(self) -> None:
+        """CPU: the released KV cache's memory back, contents undefined (the caller resets the
+        prefix cache, so no cached block is read before it is written)."""
+        for storage, size in getattr(self, "_nemo_kv_released", []):
+            storage.resize_(size)
+        self._nemo_kv_released = []
+
     # -- helpers ---------------------------------------------------------------------------
     def _nemo_config(self):
         from vllm.config import set_current_vllm_config

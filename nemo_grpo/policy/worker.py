@@ -37,9 +37,8 @@ from nemo_grpo.algorithms.batch import TrainBatch
 from nemo_grpo.algorithms.packing import pack, pack_layout, plan_batch, unpack
 from nemo_grpo.algorithms.shared_prompts import prompt_lengths, shared_layout
 from nemo_grpo.checkpoint.background import BackgroundWriter
-from nemo_grpo.generation.engine import EngineSpec, start_engine
+from nemo_grpo.generation.engine import EngineSpec, engine_dtype, start_engine
 from nemo_grpo.generation.interface import Rollout, SamplingParams
-from nemo_grpo.models.precision import torch_dtype
 from nemo_grpo.policy.fused_head import causal_logprobs_and_entropy, gathered_logprobs_and_entropy
 from nemo_grpo.policy.model import load_hf_model, lr_lambda, make_optimizer, model_fingerprint, shard_model
 from nemo_grpo.policy.packed_attention import PACKED_ATTENTION
@@ -204,7 +203,7 @@ class PolicyWorker:
         lr = self.scheduler.get_last_lr()[0]
         plans = micro_sizes if micro_sizes is not None else [None] * len(minibatches)
         for minibatch, normalizer, plan in zip(minibatches, normalizers, plans, strict=True):
-            self.optimizer.zero_grad(set_to_none=False)
+            self.optimizer.zero_grad(set_to_none=True)  # the last step's gradients free before this backward
             for _, micro in self._micro_batches(minibatch, self.policy_cfg.train_micro_batch_size, plan):
                 loss, metrics = self._micro_step(micro, normalizer)
                 losses += float(loss)
@@ -267,7 +266,7 @@ class PolicyWorker:
             return {"seconds": 0.0, "bytes": 0.0}
         start = time.perf_counter()
         spec = self.engine_spec
-        dtype = torch_dtype(spec.precision) if self.device.type == "cuda" else torch.float32
+        dtype = engine_dtype(spec.precision, self.device.type, spec.config.precision)
         counter: dict[str, int] = {}
         chunks = weight_chunks(self.model, dtype=dtype, device=self.device, counter=counter,
                                chunk_bytes=int(spec.config.vllm.refit_chunk_mb) * 2**20)

@@ -50,8 +50,9 @@ class Run:
 
     @property
     def sleep_engine_while_training(self) -> bool:
-        """On GPUs, vLLM frees its memory for the policy while it trains."""
-        return self.backend == "vllm" and self.device == "cuda"
+        """vLLM frees memory for the policy while it trains: on GPUs its weights and KV cache, on CPU
+        (engine in the rank's process) its KV cache."""
+        return self.backend == "vllm"
 
 
 def needs_old_logprobs(cfg: TrainConfig) -> bool:
@@ -126,7 +127,7 @@ def setup_run(cfg: TrainConfig, *, after_ray_init: Callable[[], None] | None = N
                       // cfg.policy.train_global_batch_size) * cfg.grpo.ppo_epochs
     engine = EngineSpec(available_backend(cfg.generation.backend), str(model_path), str(tokenizer_path),
                         cfg.generation, cfg.policy.precision, cfg.grpo.seed, engine_max_len(cfg, validation),
-                        -(-sequences_in_flight(cfg, validation) // world_size))
+                        tuple((-(-n // world_size), length) for n, length in batches_in_flight(cfg, validation)))
     policy = PolicyGroup(
         world_size, cfg.policy, cfg.loss, gpus_per_worker=plan["rank_gpus"],
         cpus_per_worker=cfg.cluster.cpus_per_worker, launcher=plan["launcher"], env_vars=env_vars,
@@ -142,11 +143,13 @@ def setup_run(cfg: TrainConfig, *, after_ray_init: Callable[[], None] | None = N
     return Run(cfg, tokenizer, loader, policy, backend, checkpoints, RunState(), device, validation)
 
 
-def sequences_in_flight(cfg: TrainConfig, validation: list[ScoredSet]) -> int:
-    """The most sequences the run generates at once: a training step's prompts x responses, or a
-    validation set's problems x samples (split over the ranks, it sizes each vLLM-CPU KV cache)."""
+def batches_in_flight(cfg: TrainConfig, validation: list[ScoredSet]) -> list[tuple[int, int]]:
+    """What the run generates at once, as (sequences, tokens each at most): a training step's prompts x
+    responses up to the training length, and each validation set's problems x samples up to its
+    longest prompt plus its new tokens (split over the ranks, the largest sizes each vLLM-CPU KV cache)."""
     train = cfg.grpo.num_prompts_per_step * cfg.grpo.num_generations_per_prompt
-    return max([train, *(len(s.rows) * s.params.n for s in validation)])
+    return [(train, cfg.policy.max_total_sequence_length),
+            *((len(s.rows) * s.params.n, s.max_prompt_tokens + s.params.max_new_tokens) for s in validation)]
 
 
 def compat_fields(cfg: TrainConfig, fingerprint: dict[str, Any]) -> dict[str, Any]:
