@@ -44,6 +44,7 @@ from nemo_grpo.policy.model import load_hf_model, lr_lambda, make_optimizer, mod
 from nemo_grpo.policy.packed_attention import PACKED_ATTENTION
 from nemo_grpo.policy.refit import weight_chunks
 from nemo_grpo.utils.faults import maybe_crash, maybe_no_space
+from nemo_grpo.utils.memory import release_free_heap
 
 
 class PolicyWorker:
@@ -215,6 +216,8 @@ class PolicyWorker:
             lr = self.scheduler.get_last_lr()[0]
             self.scheduler.step()
         self.model.eval()
+        if self.device.type == "cpu":
+            release_free_heap()  # the step's activations, before the engine samples again
         steps = max(len(minibatches), 1)
         result = {k: v if k.endswith(EXTREMES) else v / (steps if k in SHARE_METRICS else tokens)
                   for k, v in sums.items()} if tokens else {}
@@ -255,7 +258,10 @@ class PolicyWorker:
     # ---- generation: this rank's engine ------------------------------------------------------
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Rollout]:
         """Sample this rank's share of a request (`params.prompt_offset`: where it starts)."""
-        return self._engine().generate(prompts, params)
+        rollouts = self._engine().generate(prompts, params)
+        if self.device.type == "cpu":
+            release_free_heap()  # the engine's batch buffers, before the policy trains
+        return rollouts
 
     def refit(self, version: int) -> dict[str, float]:
         """Load the current weights into this rank's engine, gathered from the shards chunk by chunk
