@@ -24,7 +24,7 @@ def test_deepscaler_24k_merges_all_three_stages():
     assert cfg.policy.optimizer.lr == 5e-7  # 24K
     assert cfg.policy.max_total_sequence_length == 24576  # 24K
     assert cfg.generation.vllm.gpu_memory_utilization == 0.8  # 24K
-    assert cfg.policy.activation_checkpointing and cfg.policy.cpu_offload  # 24K
+    assert cfg.policy.activation_checkpointing and not cfg.policy.cpu_offload  # 24K: measured 47.7 GiB on one GPU
     assert (cfg.grpo.num_prompts_per_step, cfg.grpo.num_generations_per_prompt) == (128, 8)  # 8K
     assert cfg.policy.train_global_batch_size == 64 and cfg.policy.train_micro_batch_size == 1  # 8K
     assert cfg.generation.max_new_tokens == 24576  # 8K's interpolation, resolved with 24K's length
