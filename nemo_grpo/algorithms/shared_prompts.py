@@ -43,8 +43,12 @@ def prompt_lengths(batch: TrainBatch) -> list[int]:
     return [int(f) + 1 if h else int(n) for f, h, n in zip(first, has, lengths)]
 
 
-def _prompt_keys(input_ids: torch.Tensor, prompt_lens: list[int]) -> list[tuple[int, ...]]:
-    return [tuple(input_ids[i, :p].tolist()) for i, p in enumerate(prompt_lens)]
+def _rows_by_prompt(input_ids: torch.Tensor, prompt_lens: list[int]) -> list[list[int]]:
+    """Row indices grouped by equal prompts (their first `prompt_lens[i]` tokens), in order of first appearance."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for row, length in enumerate(prompt_lens):
+        groups.setdefault(tuple(input_ids[row, :length].tolist()), []).append(row)
+    return list(groups.values())
 
 
 def prompt_units(batch: TrainBatch, max_tokens: int) -> tuple[list[list[int]], list[int]]:
@@ -53,21 +57,18 @@ def prompt_units(batch: TrainBatch, max_tokens: int) -> tuple[list[list[int]], l
     consecutive units that each fit (a single row over the budget stays a unit of its own)."""
     lengths = [int(n) for n in batch.attention_mask.sum(-1).tolist()]
     prompt_lens = prompt_lengths(batch)
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for row, key in enumerate(_prompt_keys(batch.input_ids, prompt_lens)):
-        groups.setdefault(key, []).append(row)
     units: list[list[int]] = []
     costs: list[int] = []
-    for rows in groups.values():
+    for rows in _rows_by_prompt(batch.input_ids, prompt_lens):
         prompt = prompt_lens[rows[0]]
-        for row in rows:
+        for index, row in enumerate(rows):
             extra = lengths[row] - prompt
-            if units and units[-1][0] in rows and costs[-1] + extra <= max_tokens:
+            if index and costs[-1] + extra <= max_tokens:  # the group's current unit has room
                 units[-1].append(row)
                 costs[-1] += extra
             else:
                 units.append([row])
-                costs.append(lengths[row])
+                costs.append(prompt + extra)
     return units, costs
 
 
@@ -102,15 +103,12 @@ def shared_layout(input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_
     its tokens together (prompt piece, then its response piece)."""
     n_rows, width = input_ids.shape
     lengths = attention_mask.sum(-1).long().tolist()
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for row, key in enumerate(_prompt_keys(input_ids, prompt_lens)):
-        groups.setdefault(key, []).append(row)
     gather: list[torch.Tensor] = []
     positions: list[torch.Tensor] = []
     starts, prefix = [0], []
     node = torch.full((n_rows, width), -1, dtype=torch.long)
     total = 0
-    for rows in groups.values():
+    for rows in _rows_by_prompt(input_ids, prompt_lens):
         p = prompt_lens[rows[0]]
         prompt_piece = len(prefix)
         if p:

@@ -83,7 +83,8 @@ class VllmGenerationBackend:
         sleep_mode: bool = False,
     ) -> None:
         """`in_flight`: the batches the caller generates at once, as (sequences, tokens each at most);
-        on CPU the largest sizes the KV cache when neither `generation.vllm.kv_cache_memory_bytes` nor VLLM_CPU_KVCACHE_SPACE is set.
+        on CPU the largest sizes the KV cache when neither `generation.vllm.kv_cache_memory_bytes` nor
+        VLLM_CPU_KVCACHE_SPACE is set.
         `in_process`: overrides `generation.vllm.in_process` (a policy rank's engine is always in
         its process); `sleep_mode`: on GPU, `sleep` releases the engine's memory while the policy trains."""
         try:

@@ -132,7 +132,8 @@ class PolicyGroup:
         budget = self.policy_cfg.max_tokens_per_micro_batch
         if budget is None:
             return [(share, None) for share in distribute(batch, self.world_size, size)]
-        return [(p.batch, p.sizes) for p in packed_shares(batch, self.world_size, budget, self.policy_cfg.share_prompts)]
+        shares = packed_shares(batch, self.world_size, budget, self.policy_cfg.share_prompts)
+        return [(p.batch, p.sizes) for p in shares]
 
     def save(self, step_dir: str, step: int | None = None, background: str = "none") -> None:
         """Every rank's shards; with `background` ("process", "thread") the call returns once they are

@@ -95,7 +95,7 @@ class PolicyWorker:
         layer runs chunk by chunk inside the log-prob computation (policy/fused_head.py), on the
         response positions only (`batch.mask`; every other position is 0, as callers mask them)."""
         fused = self.policy_cfg.fused_lm_head
-        if self.policy_cfg.max_tokens_per_micro_batch is not None and self.policy_cfg.share_prompts:
+        if self.policy_cfg.share_prompts:  # the config refuses it without max_tokens_per_micro_batch
             logp, entropy = self._forward_shared(model, batch, fused)
         elif self.policy_cfg.max_tokens_per_micro_batch is not None:
             layout = pack_layout(batch.attention_mask)
