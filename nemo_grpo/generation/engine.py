@@ -46,7 +46,8 @@ def engine_dtype(policy_precision: str, device: str, precision: str | None = Non
 
 def make_backend(name: str, model_path: str, tokenizer, gen_cfg, *, device: str, precision: str, seed: int,
                  max_model_len: int, load_weights: bool = False, in_flight: list[tuple[int, int]] | None = None,
-                 in_process: bool | None = None, sleep_mode: bool = False) -> GenerationBackend:
+                 in_process: bool | None = None, sleep_mode: bool = False,
+                 max_seqs: int | None = None) -> GenerationBackend:
     """The backend `name` on `device` ("cpu" or "cuda"), in `engine_dtype`."""
     dtype = engine_dtype(precision, device, gen_cfg.precision)
     if name == "hf":
@@ -58,7 +59,8 @@ def make_backend(name: str, model_path: str, tokenizer, gen_cfg, *, device: str,
 
         return VllmGenerationBackend(model_path, tokenizer, gen_cfg, device=device, dtype=dtype, seed=seed,
                                      max_model_len=max_model_len, load_format="auto" if load_weights else "dummy",
-                                     in_flight=in_flight, in_process=in_process, sleep_mode=sleep_mode)
+                                     in_flight=in_flight, max_seqs=max_seqs, in_process=in_process,
+                                     sleep_mode=sleep_mode)
     raise ValueError(f"unknown generation backend '{name}'")
 
 
@@ -76,6 +78,9 @@ class EngineSpec:
     # what one rank generates at once, (sequences, tokens each at most) per kind of batch (a training
     # step, each validation set): the largest sizes vLLM's CPU KV cache
     in_flight: tuple[tuple[int, int], ...]
+    # CPU: the most sequences the engine runs at once (a training step's share); bigger batches
+    # (validation) run in waves, so the KV cache it touches stays that size
+    max_seqs: int | None = None
 
 
 def start_engine(spec: EngineSpec, *, device: str) -> GenerationBackend:
@@ -86,4 +91,5 @@ def start_engine(spec: EngineSpec, *, device: str) -> GenerationBackend:
     tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer_path)
     return make_backend(spec.backend, spec.model_path, tokenizer, spec.config, device=device,
                         precision=spec.precision, seed=spec.seed, max_model_len=spec.max_model_len,
-                        in_flight=list(spec.in_flight), in_process=True, sleep_mode=device == "cuda")
+                        in_flight=list(spec.in_flight), max_seqs=spec.max_seqs, in_process=True,
+                        sleep_mode=device == "cuda")

@@ -36,17 +36,20 @@ KV_MARGIN = 1.25
 KV_FLOOR_BYTES = 64 * 2**20
 
 
-def kv_cache_bytes(hf_config: Any, *, dtype_bytes: int, in_flight: list[tuple[int, int]]) -> int:
+def kv_cache_bytes(hf_config: Any, *, dtype_bytes: int, in_flight: list[tuple[int, int]],
+                   max_seqs: int | None = None) -> int:
     """The KV cache a run needs: the largest of its batches in flight (`in_flight`: (sequences, tokens
-    each at most) for a training step and for each validation set), lengths rounded up to whole blocks,
-    times the per-token KV bytes (layers x 2 (K and V) x KV heads x head dim x dtype bytes), with a 25%
-    margin and a 64 MiB floor."""
+    each at most) for a training step and for each validation set; with `max_seqs`, the engine runs at
+    most that many sequences of a batch at once), lengths rounded up to whole blocks, times the
+    per-token KV bytes (layers x 2 (K and V) x KV heads x head dim x dtype bytes), with a 25% margin
+    and a 64 MiB floor."""
     text = getattr(hf_config, "text_config", None) or hf_config
     heads = text.num_attention_heads
     kv_heads = getattr(text, "num_key_value_heads", None) or heads
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
     per_token = text.num_hidden_layers * 2 * kv_heads * head_dim * dtype_bytes
-    tokens = max((max(1, n) * -(-length // KV_BLOCK_TOKENS) * KV_BLOCK_TOKENS for n, length in in_flight), default=0)
+    at_once = [(max(1, n if max_seqs is None else min(n, max_seqs)), length) for n, length in in_flight]
+    tokens = max((n * -(-length // KV_BLOCK_TOKENS) * KV_BLOCK_TOKENS for n, length in at_once), default=0)
     return max(KV_FLOOR_BYTES, int(tokens * per_token * KV_MARGIN))
 
 
@@ -79,12 +82,15 @@ class VllmGenerationBackend:
         max_model_len: int | None = None,
         load_format: str = "dummy",
         in_flight: list[tuple[int, int]] | None = None,
+        max_seqs: int | None = None,
         in_process: bool | None = None,
         sleep_mode: bool = False,
     ) -> None:
         """`in_flight`: the batches the caller generates at once, as (sequences, tokens each at most);
         on CPU the largest sizes the KV cache when neither `generation.vllm.kv_cache_memory_bytes` nor
-        VLLM_CPU_KVCACHE_SPACE is set.
+        VLLM_CPU_KVCACHE_SPACE is set. `max_seqs`: on CPU, the most sequences the engine runs at once
+        (vLLM's max_num_seqs; a bigger batch, such as a validation set's, runs in waves), so the KV
+        cache it needs and touches is that many sequences' (in a training run: a step's).
         `in_process`: overrides `generation.vllm.in_process` (a policy rank's engine is always in
         its process); `sleep_mode`: on GPU, `sleep` releases the engine's memory while the policy trains."""
         try:
@@ -129,10 +135,11 @@ class VllmGenerationBackend:
             # vLLM-CPU's default takes a share of the machine's memory (12.3 GiB on a 24 GB box)
             kwargs["kv_cache_memory_bytes"] = kv_cache_bytes(
                 _hf_config(model_dir), dtype_bytes=torch.empty(0, dtype=_torch_dtype(dtype)).element_size(),
-                in_flight=in_flight)
-            log.info("vLLM KV cache: %.0f MiB for the largest of %s (sequences, tokens each) in flight "
+                in_flight=in_flight, max_seqs=None if self.on_gpu else max_seqs)
+            log.info("vLLM KV cache: %.0f MiB for the largest of %s (sequences, tokens each) in flight%s "
                      "(generation.vllm.kv_cache_memory_bytes sets it)", kwargs["kv_cache_memory_bytes"] / 2**20,
-                     ", ".join(f"{n} x {length}" for n, length in in_flight))
+                     ", ".join(f"{n} x {length}" for n, length in in_flight),
+                     "" if max_seqs is None else f", at most {max_seqs} sequences at once")
         if vcfg.compilation_config:
             kwargs["compilation_config"] = dict(vcfg.compilation_config)
         env: dict[str, str] = {}
@@ -144,6 +151,8 @@ class VllmGenerationBackend:
             # a batch of prompts larger than one step's token budget waits for the next step whole.
             kwargs["enable_chunked_prefill"] = False
             kwargs["max_num_batched_tokens"] = max(kwargs["max_model_len"], 8192)
+            if max_seqs is not None:
+                kwargs["max_num_seqs"] = max_seqs
         if self.in_process:
             kwargs["distributed_executor_backend"] = "uni"
             env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
@@ -185,7 +194,8 @@ class VllmGenerationBackend:
         from vllm import SamplingParams as VSamplingParams
 
         if not self.has_real_weights:
-            raise RuntimeError("vLLM backend: call update_weights() before generate(): the engine holds dummy weights")
+            raise RuntimeError("vLLM backend: call update_weights() before generate(): the engine holds no trained "
+                               "weights (dummy weights at start, or weights released by sleep())")
         self.wake_up()
         requests, sampling, owners = [], [], []
         for p_idx, prompt in enumerate(prompts):
@@ -255,8 +265,10 @@ class VllmGenerationBackend:
     # -- GPU memory shared with the policy ----------------------------------------------------------------
     def sleep(self) -> None:
         """Free memory for the policy while it trains. GPU (`sleep_mode`): the weights (offloaded to
-        host memory) and the KV cache. CPU, engine in this process: the KV cache (vLLM-CPU has no
-        sleep mode; its storage is handed back and re-allocated at the next `generate`)."""
+        host memory) and the KV cache. CPU, engine in this process (vLLM-CPU has no sleep mode):
+        the KV cache and the weights are handed back, their storage re-allocated when needed; the
+        weights are discarded, so the engine generates again only after a refit (as a training
+        step always does: the policy it samples from has just changed)."""
         if self._asleep:
             return
         if self.sleep_mode:
@@ -264,7 +276,10 @@ class VllmGenerationBackend:
             self._asleep = {"weights", "kv_cache"}
         elif not self.on_gpu and self.in_process:
             self.llm.collective_rpc("nemo_kv_release")
-            self._asleep = {"kv_cache"}
+            self.llm.collective_rpc("nemo_weights_release")
+            self._asleep = {"kv_cache", "weights"}
+            self.has_real_weights = False
+            self.version = None  # the next refit loads whatever version it is given
 
     def wake_up(self, tags: list[str] | None = None) -> None:  # tags: vLLM's "weights", "kv_cache"
         """Bring back `tags` (default: everything released by `sleep`)."""
@@ -273,9 +288,12 @@ class VllmGenerationBackend:
             return
         if self.sleep_mode:
             self.llm.wake_up(tags=sorted(wanted))
-        else:  # CPU: the KV cache's memory is back with undefined contents, so no cached prompt may be reused
-            self.llm.collective_rpc("nemo_kv_restore")
-            self.llm.reset_prefix_cache()
+        else:  # CPU: the memory is back with undefined contents
+            if "weights" in wanted:
+                self.llm.collective_rpc("nemo_weights_restore")  # for the refit that follows
+            if "kv_cache" in wanted:
+                self.llm.collective_rpc("nemo_kv_restore")
+                self.llm.reset_prefix_cache()  # no cached prompt may be reused
         self._asleep -= wanted
 
     def shutdown(self) -> None:

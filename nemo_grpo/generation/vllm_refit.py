@@ -130,6 +130,31 @@ class RefitWorkerExtension:
             storage.resize_(size)
         self._nemo_kv_released = []
 
+    def nemo_weights_release(self) -> int:
+        """CPU: give the weights' memory back while the policy trains: every parameter's storage
+        shrinks to 0 bytes and every linear layer drops its packed (oneDNN) copy. The next refit
+        must follow `nemo_weights_restore`; it repacks every layer. Returns the parameter bytes freed."""
+        model = self.model_runner.get_model()
+        storages = {}
+        for param in model.parameters():
+            storage = param.untyped_storage()
+            if storage.nbytes():
+                storages.setdefault(storage.data_ptr(), (storage, storage.nbytes()))
+        self._nemo_weights_released = list(storages.values())
+        for storage, _ in self._nemo_weights_released:
+            storage.resize_(0)
+        for module in model.modules():
+            if getattr(module, "cpu_linear", None) is not None:
+                module.cpu_linear = _released_linear
+        return sum(size for _, size in self._nemo_weights_released)
+
+    def nemo_weights_restore(self) -> None:
+        """CPU: the released parameters' memory back, contents undefined: only for a refit, which
+        writes every parameter and repacks every linear layer."""
+        for storage, size in getattr(self, "_nemo_weights_released", []):
+            storage.resize_(size)
+        self._nemo_weights_released = []
+
     # -- helpers ---------------------------------------------------------------------------
     def _nemo_config(self):
         from vllm.config import set_current_vllm_config
@@ -153,3 +178,8 @@ class RefitWorkerExtension:
         quant_method = getattr(lm_head, "quant_method", None)
         if quant_method is not None:
             quant_method.process_weights_after_loading(lm_head)
+
+
+def _released_linear(x, weight, bias):
+    raise RuntimeError("vLLM-CPU engine: its weights were released while the policy trained; "
+                       "refit (update_weights) before generating")

@@ -127,7 +127,8 @@ def setup_run(cfg: TrainConfig, *, after_ray_init: Callable[[], None] | None = N
                       // cfg.policy.train_global_batch_size) * cfg.grpo.ppo_epochs
     engine = EngineSpec(available_backend(cfg.generation.backend), str(model_path), str(tokenizer_path),
                         cfg.generation, cfg.policy.precision, cfg.grpo.seed, engine_max_len(cfg, validation),
-                        tuple((-(-n // world_size), length) for n, length in batches_in_flight(cfg, validation)))
+                        tuple((-(-n // world_size), length) for n, length in batches_in_flight(cfg, validation)),
+                        max_seqs=-(-cfg.grpo.num_prompts_per_step * cfg.grpo.num_generations_per_prompt // world_size))
     policy = PolicyGroup(
         world_size, cfg.policy, cfg.loss, gpus_per_worker=plan["rank_gpus"],
         cpus_per_worker=cfg.cluster.cpus_per_worker, launcher=plan["launcher"], env_vars=env_vars,

@@ -34,7 +34,10 @@ def start_group(model_dir, run_dir, world_size: int, backend: str, *overrides: s
                             f"generation.vllm.kv_cache_memory_bytes={128 * 2**20}", "generation.vllm.refit_chunk_mb=1",
                             *overrides)
     spec = EngineSpec(backend, str(model_dir), str(model_dir), cfg.generation, "float32", 0, max_model_len=96,
-                      in_flight=((len(PROMPTS) * PARAMS.n, 96),))
+                      in_flight=((len(PROMPTS) * PARAMS.n, 96),),
+                      # one rank's vLLM engine runs 4 sequences at once, so its 15 go in waves (two
+                      # ranks: 9 and 6 at once), and what both sample must still agree
+                      max_seqs=4 if world_size == 1 else None)
     return PolicyGroup(world_size, cfg.policy, cfg.loss, gpus_per_worker=0.0, cpus_per_worker=0.25,
                        launcher="local" if world_size == 1 else "ray", device="cpu", temperature=1.0,
                        total_optimizer_steps=4, seed=0, need_reference=False, num_threads=1, engine=spec,
@@ -93,6 +96,8 @@ def test_two_ranks_sample_what_one_rank_samples_and_score_like_the_trainer_after
     one = start_group(model_dir, tmp_path / "one", 1, backend)
     try:
         assert one.engine_name() == backend
+        if backend == "vllm":
+            assert one.workers.actors[0].engine.llm.llm_engine.vllm_config.scheduler_config.max_num_seqs == 4
         one.refit(version=0)
         samples_one = one.generate(PROMPTS, PARAMS)
     finally:

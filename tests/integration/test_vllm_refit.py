@@ -90,20 +90,27 @@ def test_same_version_is_not_sent_again(refit_case):
     assert backend.update_weights(model.state_dict(), version=1) == 0.0
 
 
-def test_cpu_sleep_frees_the_kv_cache_and_the_engine_samples_the_same_after_it(refit_case):
-    """On CPU `sleep` (called while the policy trains) hands the KV cache's memory back; the next
-    `generate` re-allocates it, drops every cached prompt block (their contents are gone) and samples
-    exactly what an engine that never slept samples."""
-    backend, _, sequences, *_ = refit_case
+def test_cpu_sleep_frees_the_kv_cache_and_the_weights_and_a_refit_samples_the_same(refit_case):
+    """On CPU `sleep` (called while the policy trains) hands back the KV cache's memory and the
+    weights' (every parameter and the linear layers' packed copies); the engine then refuses to
+    generate until a refit, after which it samples exactly what an engine that never slept samples
+    (every cached prompt block dropped: their contents are gone)."""
+    backend, model, sequences, *_ = refit_case
     params = SamplingParams(n=2, max_new_tokens=12, temperature=0.8, seed=7)
     awake = backend.generate(sequences, params)  # also leaves the prompts' blocks in the prefix cache
     freed = backend.llm.collective_rpc("nemo_kv_release")[0]
     backend.llm.collective_rpc("nemo_kv_restore")
     assert freed >= 200 * 2**20  # kv_cache_memory_bytes is 256 MiB
+    runner = backend.llm.llm_engine.model_executor.driver_worker.worker.model_runner
+    engine_model = runner.get_model()
     backend.sleep()
-    assert backend._asleep == {"kv_cache"}
-    kv = backend.llm.llm_engine.model_executor.driver_worker.worker.model_runner.kv_caches
-    assert all(t.untyped_storage().nbytes() == 0 for t in kv)
+    assert backend._asleep == {"kv_cache", "weights"}
+    assert all(t.untyped_storage().nbytes() == 0 for t in runner.kv_caches)
+    assert all(p.untyped_storage().nbytes() == 0 for p in engine_model.parameters())
+    with pytest.raises(RuntimeError, match="released by sleep"):
+        backend.generate(sequences, params)
+    assert backend.update_weights(model.state_dict(), version=1) > 0  # the version it had: sent again
+    assert backend._asleep == {"kv_cache"}  # the weights are back; the KV cache waits for generate
     again = backend.generate(sequences, params)
-    assert not backend._asleep and all(t.untyped_storage().nbytes() > 0 for t in kv)
+    assert not backend._asleep and all(t.untyped_storage().nbytes() > 0 for t in runner.kv_caches)
     assert [(r.response_ids, r.logprobs) for r in again] == [(r.response_ids, r.logprobs) for r in awake]

@@ -33,3 +33,11 @@ def test_explicit_head_dim_and_a_text_config_are_used():
                             head_dim=128)
     got = kv_cache_bytes(SimpleNamespace(text_config=inner), dtype_bytes=2, in_flight=[(100, 2048)])
     assert got == int(100 * 2048 * (10 * 2 * 8 * 128 * 2) * 1.25)
+
+
+def test_with_max_seqs_a_batch_counts_only_the_sequences_run_at_once():
+    # the CPU demo's engine runs a training step's 32 sequences at once; validation's 128 go in waves
+    per_token = 28 * 2 * 2 * 128 * 4
+    got = kv_cache_bytes(QWEN_1_5B, dtype_bytes=4, in_flight=[(32, 256), (128, 118)], max_seqs=32)
+    assert got == int(32 * 256 * per_token * 1.25)  # the step's, no longer validation's 128 x 128
+    assert kv_cache_bytes(QWEN_1_5B, dtype_bytes=4, in_flight=[(8, 256)], max_seqs=32) == int(8 * 256 * per_token * 1.25)
