@@ -44,6 +44,7 @@ class PolicyConfig:
     precision: Precision = "bfloat16"
     activation_checkpointing: bool = False
     fused_lm_head: bool = True
+    logprob_chunk_tokens: int = 1024
     cpu_offload: bool = False
     max_grad_norm: float | None = 1.0
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
@@ -72,6 +73,10 @@ class PolicyConfig:
                 f"train_micro_batch_size {self.train_micro_batch_size}; make it one, or pick a micro batch "
                 f"size that divides {self.train_global_batch_size}"
             )
+        if self.logprob_chunk_tokens < 1:
+            raise ValueError(
+                f"policy.logprob_chunk_tokens: {self.logprob_chunk_tokens} tokens per chunk of the output layer; it "
+                "must be at least 1 (e.g. 1024: a chunk's logits are chunk x vocabulary floats)")
         budget = self.max_tokens_per_micro_batch
         if self.share_prompts and budget is None:
             raise ValueError(

@@ -44,7 +44,7 @@ from nemo_grpo.policy.model import load_hf_model, lr_lambda, make_optimizer, mod
 from nemo_grpo.policy.packed_attention import PACKED_ATTENTION
 from nemo_grpo.policy.refit import weight_chunks
 from nemo_grpo.utils.faults import maybe_crash, maybe_no_space
-from nemo_grpo.utils.memory import release_free_heap
+from nemo_grpo.utils.memory import bound_heap_growth, release_free_heap
 
 
 class PolicyWorker:
@@ -59,6 +59,8 @@ class PolicyWorker:
         self.device = torch.device("cuda", torch.cuda.current_device()) if on_gpu else torch.device("cpu")
         if num_threads:
             torch.set_num_threads(num_threads)
+        if not on_gpu:
+            bound_heap_growth()  # before the model and its optimizer state are allocated
         os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port))
         dist.init_process_group("nccl" if on_gpu else "gloo", rank=rank, world_size=world_size)
         self.mesh = init_device_mesh(self.device.type, (world_size,))
@@ -103,14 +105,16 @@ class PolicyWorker:
             scored = pack(F.pad(batch.mask.bool(), (0, 1), value=False), layout)[:, :-1]
             cu = layout.cu_seqlens.to(self.device)
             logp, entropy = causal_logprobs_and_entropy(
-                model, ids, temperature=self.temperature, fused=fused, scored=scored,
+                model, ids, temperature=self.temperature, fused=fused,
+                chunk_size=self.policy_cfg.logprob_chunk_tokens, scored=scored,
                 position_ids=layout.position_ids.to(self.device),
                 cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=layout.max_len, max_length_k=layout.max_len)
             logp, entropy = unpack(logp[0], layout), unpack(entropy[0], layout)
         else:
             logp, entropy = causal_logprobs_and_entropy(
                 model, batch.input_ids.to(self.device), temperature=self.temperature, fused=fused,
-                scored=batch.mask.bool(), attention_mask=batch.attention_mask.to(self.device))
+                chunk_size=self.policy_cfg.logprob_chunk_tokens, scored=batch.mask.bool(),
+                attention_mask=batch.attention_mask.to(self.device))
         if not with_entropy_grad:
             entropy = entropy.detach()
         return logp.float(), entropy.float()
@@ -124,8 +128,9 @@ class PolicyWorker:
         logp, entropy = gathered_logprobs_and_entropy(
             model, batch.input_ids.reshape(-1)[layout.gather][None].to(self.device), source.to(self.device),
             targets.to(self.device), temperature=self.temperature, fused=fused,
-            position_ids=layout.position_ids.to(self.device), cu_seq_lens_q=cu, cu_seq_lens_k=cu,
-            max_length_q=layout.max_len, max_length_k=layout.max_len, prefix_piece=layout.prefix_piece.to(self.device))
+            chunk_size=self.policy_cfg.logprob_chunk_tokens, position_ids=layout.position_ids.to(self.device),
+            cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=layout.max_len, max_length_k=layout.max_len,
+            prefix_piece=layout.prefix_piece.to(self.device))
         at = (rows.to(self.device), cols.to(self.device))
         zeros = torch.zeros(batch.mask.shape, dtype=logp.dtype, device=self.device)
         return zeros.index_put(at, logp), zeros.index_put(at, entropy)
@@ -215,6 +220,7 @@ class PolicyWorker:
             norms += self._clip_and_step()
             lr = self.scheduler.get_last_lr()[0]
             self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)  # the gradients, before the engine samples again
         self.model.eval()
         if self.device.type == "cpu":
             release_free_heap()  # the step's activations, before the engine samples again
@@ -280,8 +286,11 @@ class PolicyWorker:
         return {"seconds": time.perf_counter() - start, "bytes": float(counter.get("bytes", 0))}
 
     def sleep_engine(self) -> None:
-        """GPU: the engine releases its memory while the policy trains (it wakes to generate)."""
+        """The engine releases its memory while the policy trains (GPU: it wakes to generate; CPU:
+        its KV cache and weights, back at the next refit)."""
         self._engine().sleep()
+        if self.device.type == "cpu":
+            release_free_heap()  # the engine's packed weights are small blocks of the heap
 
     def engine_name(self) -> str:
         return self._engine().name

@@ -46,9 +46,13 @@ def _run(model_dir, run_dir, *overrides, rollouts=random_rollouts, rows=8):
         stats = worker.forward_stats(batch)
         half = rows // 2
         first, second = batch.select(slice(0, half)), batch.select(slice(half, rows))
+        # the gradient of the first step, taken at the same (initial) weights in both runs (read as the
+        # optimizer steps: train frees the gradients when it returns)
+        grads = {}
+        hook = worker.optimizer.register_step_pre_hook(lambda *_: grads.update(
+            {n: p.grad.full_tensor().clone() for n, p in worker.model.named_parameters()}))
         metrics = worker.train([first], [minibatch_normalizer(first, None)])
-        # the gradient of the first step, taken at the same (initial) weights in both runs
-        grads = {n: p.grad.full_tensor().clone() for n, p in worker.model.named_parameters()}
+        hook.remove()
         metrics_2 = worker.train([second], [minibatch_normalizer(second, None)])
         weights = worker.full_state_dict()
         return batch, stats, (metrics, metrics_2), weights, grads
