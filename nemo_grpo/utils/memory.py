@@ -11,8 +11,9 @@ M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
 # Allocations at least this big get their own mapping, returned to the system when freed. glibc's
 # default starts at 128 KiB but rises to the largest block freed (up to 32 MiB), after which a
 # step's activations and temporaries come from the heap, where freed holes pile up: the CPU demo's
-# training call peaked 0.4 GiB higher that way (bench/results/demo_memory_cpu.txt). Below 8 MiB,
-# mapping and faulting in fresh pages costs more time than it saves memory.
+# training call peaked about 0.4 GiB higher that way (measured on its recipe, 2026-12-07). A lower
+# threshold saved little more (0.05 GiB at 1 MiB) and made that call 10% slower: mapping and
+# faulting in fresh pages costs time.
 MMAP_THRESHOLD_BYTES = 8 * 2**20
 
 
