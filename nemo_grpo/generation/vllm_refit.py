@@ -113,21 +113,13 @@ class RefitWorkerExtension:
     def nemo_kv_release(self) -> int:
         """CPU: give the KV cache's memory back (its storages shrink to 0 bytes; the tensors and
         the attention layers' views stay). Returns the bytes freed."""
-        storages = {}
-        for tensor in self.model_runner.kv_caches:
-            storage = tensor.untyped_storage()
-            if storage.nbytes():
-                storages.setdefault(storage.data_ptr(), (storage, storage.nbytes()))
-        self._nemo_kv_released = list(storages.values())
-        for storage, _ in self._nemo_kv_released:
-            storage.resize_(0)
+        self._nemo_kv_released = _shrink_storages(self.model_runner.kv_caches)
         return sum(size for _, size in self._nemo_kv_released)
 
     def nemo_kv_restore(self) -> None:
         """CPU: the released KV cache's memory back, contents undefined (the caller resets the
         prefix cache, so no cached block is read before it is written)."""
-        for storage, size in getattr(self, "_nemo_kv_released", []):
-            storage.resize_(size)
+        _regrow_storages(getattr(self, "_nemo_kv_released", []))
         self._nemo_kv_released = []
 
     def nemo_weights_release(self) -> int:
@@ -135,14 +127,7 @@ class RefitWorkerExtension:
         shrinks to 0 bytes and every linear layer drops its packed (oneDNN) copy. The next refit
         must follow `nemo_weights_restore`; it repacks every layer. Returns the parameter bytes freed."""
         model = self.model_runner.get_model()
-        storages = {}
-        for param in model.parameters():
-            storage = param.untyped_storage()
-            if storage.nbytes():
-                storages.setdefault(storage.data_ptr(), (storage, storage.nbytes()))
-        self._nemo_weights_released = list(storages.values())
-        for storage, _ in self._nemo_weights_released:
-            storage.resize_(0)
+        self._nemo_weights_released = _shrink_storages(model.parameters())
         for module in model.modules():
             if getattr(module, "cpu_linear", None) is not None:
                 module.cpu_linear = _released_linear
@@ -151,8 +136,7 @@ class RefitWorkerExtension:
     def nemo_weights_restore(self) -> None:
         """CPU: the released parameters' memory back, contents undefined: only for a refit, which
         writes every parameter and repacks every linear layer."""
-        for storage, size in getattr(self, "_nemo_weights_released", []):
-            storage.resize_(size)
+        _regrow_storages(getattr(self, "_nemo_weights_released", []))
         self._nemo_weights_released = []
 
     # -- helpers ---------------------------------------------------------------------------
@@ -178,6 +162,23 @@ class RefitWorkerExtension:
         quant_method = getattr(lm_head, "quant_method", None)
         if quant_method is not None:
             quant_method.process_weights_after_loading(lm_head)
+
+
+def _shrink_storages(tensors) -> list[tuple[Any, int]]:
+    """Shrink the distinct storages under `tensors` to 0 bytes; (storage, former size) of each."""
+    storages = {}
+    for tensor in tensors:
+        storage = tensor.untyped_storage()
+        if storage.nbytes():
+            storages.setdefault(storage.data_ptr(), (storage, storage.nbytes()))
+    for storage, _ in storages.values():
+        storage.resize_(0)
+    return list(storages.values())
+
+
+def _regrow_storages(released: list[tuple[Any, int]]) -> None:
+    for storage, size in released:
+        storage.resize_(size)
 
 
 def _released_linear(x, weight, bias):
