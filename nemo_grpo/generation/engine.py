@@ -76,7 +76,8 @@ class EngineSpec:
     seed: int
     max_model_len: int
     # what one rank generates at once, (sequences, tokens each at most) per kind of batch (a training
-    # step, each validation set): the largest sizes vLLM's CPU KV cache
+    # step first, then each validation set): the largest, counted at most `max_seqs` sequences at
+    # once, sizes vLLM's CPU KV cache
     in_flight: tuple[tuple[int, int], ...]
     # CPU: the most sequences the engine runs at once (a training step's share); bigger batches
     # (validation) run in waves, so the KV cache it touches stays that size

@@ -135,7 +135,7 @@ class VllmGenerationBackend:
             # vLLM-CPU's default takes a share of the machine's memory (12.3 GiB on a 24 GB box)
             kwargs["kv_cache_memory_bytes"] = kv_cache_bytes(
                 _hf_config(model_dir), dtype_bytes=torch.empty(0, dtype=_torch_dtype(dtype)).element_size(),
-                in_flight=in_flight, max_seqs=None if self.on_gpu else max_seqs)
+                in_flight=in_flight, max_seqs=max_seqs)
             log.info("vLLM KV cache: %.0f MiB for the largest of %s (sequences, tokens each) in flight%s "
                      "(generation.vllm.kv_cache_memory_bytes sets it)", kwargs["kv_cache_memory_bytes"] / 2**20,
                      ", ".join(f"{n} x {length}" for n, length in in_flight),

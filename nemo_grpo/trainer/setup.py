@@ -50,8 +50,8 @@ class Run:
 
     @property
     def sleep_engine_while_training(self) -> bool:
-        """vLLM frees memory for the policy while it trains: on GPUs its weights and KV cache, on CPU
-        (engine in the rank's process) its KV cache."""
+        """vLLM frees memory for the policy while it trains: its weights and KV cache (on GPUs kept in
+        host memory, on CPU discarded until the refit that follows training)."""
         return self.backend == "vllm"
 
 
@@ -125,10 +125,10 @@ def setup_run(cfg: TrainConfig, *, after_ray_init: Callable[[], None] | None = N
         after_ray_init()
     steps_per_grpo = (cfg.grpo.num_prompts_per_step * cfg.grpo.num_generations_per_prompt
                       // cfg.policy.train_global_batch_size) * cfg.grpo.ppo_epochs
+    in_flight = tuple((-(-n // world_size), length) for n, length in batches_in_flight(cfg, validation))
     engine = EngineSpec(available_backend(cfg.generation.backend), str(model_path), str(tokenizer_path),
                         cfg.generation, cfg.policy.precision, cfg.grpo.seed, engine_max_len(cfg, validation),
-                        tuple((-(-n // world_size), length) for n, length in batches_in_flight(cfg, validation)),
-                        max_seqs=-(-cfg.grpo.num_prompts_per_step * cfg.grpo.num_generations_per_prompt // world_size))
+                        in_flight, max_seqs=in_flight[0][0])  # a training step's share at once
     policy = PolicyGroup(
         world_size, cfg.policy, cfg.loss, gpus_per_worker=plan["rank_gpus"],
         cpus_per_worker=cfg.cluster.cpus_per_worker, launcher=plan["launcher"], env_vars=env_vars,

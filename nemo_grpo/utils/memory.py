@@ -31,11 +31,6 @@ def _libc():
         return None
 
 
-def _malloc_trim():
-    libc = _libc()
-    return None if libc is None else libc.malloc_trim
-
-
 def bound_heap_growth(threshold_bytes: int = MMAP_THRESHOLD_BYTES) -> bool:
     """Fix glibc's mmap threshold at `threshold_bytes` for this process (a CPU rank calls it once).
     The environment's MALLOC_MMAP_THRESHOLD_, when set, wins. False where unavailable or overridden."""
@@ -49,8 +44,8 @@ def release_free_heap() -> bool:
     """Return the C heap's free pages to the system (glibc `malloc_trim(0)`). A CPU rank's training
     and generation each free hundreds of MB of tensors the allocator would otherwise keep, so the
     process's resident memory stays at what the next phase needs. False where unavailable."""
-    trim = _malloc_trim()
-    if trim is None:
+    libc = _libc()
+    if libc is None:
         return False
-    trim(0)
+    libc.malloc_trim(0)
     return True
