@@ -1,4 +1,5 @@
-"""One policy rank: an FSDP2-sharded HF model, its optimizer, and the train / log-prob / save calls.
+"""One policy rank: an FSDP2-sharded HF model (a plain one on a single CPU rank), its optimizer, and
+the train / log-prob / save calls.
 
 The driver creates one `PolicyWorker` per rank (Ray actors, or one object in the driver's process
 with `cluster.launcher: local`; see `nemo_grpo.distributed`) and calls every method on all ranks
@@ -40,7 +41,7 @@ from nemo_grpo.checkpoint.background import BackgroundWriter
 from nemo_grpo.generation.engine import EngineSpec, engine_dtype, start_engine
 from nemo_grpo.generation.interface import Rollout, SamplingParams
 from nemo_grpo.policy.fused_head import causal_logprobs_and_entropy, gathered_logprobs_and_entropy
-from nemo_grpo.policy.model import load_hf_model, lr_lambda, make_optimizer, model_fingerprint, shard_model
+from nemo_grpo.policy.model import load_hf_model, lr_lambda, make_optimizer, model_fingerprint, reshard, shard_model
 from nemo_grpo.policy.packed_attention import PACKED_ATTENTION
 from nemo_grpo.policy.refit import weight_chunks
 from nemo_grpo.utils.faults import maybe_crash, maybe_no_space
@@ -167,7 +168,7 @@ class PolicyWorker:
         for rows, part in self._micro_batches(batch, size, micro_sizes):
             logp, _ = self._forward(model, part, with_entropy_grad=False)
             out[rows, : logp.shape[1]] = logp.cpu() * part.mask
-        model.reshard()  # FSDP2 keeps the root unsharded after a forward without backward
+        reshard(model)  # FSDP2 keeps the root unsharded after a forward without backward
         return out
 
     @torch.no_grad()
@@ -188,7 +189,7 @@ class PolicyWorker:
             sums["token_mult_prob_error"] += token_mult_prob_error(logp, gen, mask) * count
             sums["gen_kl_error"] += gen_train_kl(logp, gen, mask) * count
             sums["tokens"] += count
-        self.model.reshard()  # FSDP2 keeps the root unsharded after a forward without backward
+        reshard(self.model)  # FSDP2 keeps the root unsharded after a forward without backward
         return sums
 
     # ---- training --------------------------------------------------------------------------

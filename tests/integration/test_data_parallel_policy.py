@@ -1,4 +1,5 @@
-"""FSDP2 on a 2-rank gloo group trains exactly like 1 rank: same loss, same updated weights."""
+"""FSDP2 on a 2-rank gloo group trains exactly like 1 rank (a plain module: nothing to shard): same
+loss, same updated weights."""
 
 from __future__ import annotations
 

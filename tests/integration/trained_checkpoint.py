@@ -1,6 +1,6 @@
 """A trained checkpoint written the way the trainer writes it, for the export tests.
 
-A `PolicyWorker` (FSDP2 on a one-rank gloo group, in this process: a spawned rank would pay the
+A `PolicyWorker` (one rank of a gloo group, in this process: a spawned rank would pay the
 imports again) takes one optimizer step on random rollouts, saves `policy/` with DCP and records
 the trainer's own logits on fixed inputs; the `step_<N>` folder is completed with `config.yaml`,
 `tokenizer/` and `meta.json` through `CheckpointManager`, as `save_checkpoint` in
@@ -63,6 +63,7 @@ def train_and_checkpoint(model_dir: Path, run_dir: Path, tokenizer) -> TrainedCh
     from nemo_grpo.algorithms.minibatch import minibatch_normalizer
     from nemo_grpo.checkpoint.manager import CheckpointManager
     from nemo_grpo.config import save_config
+    from nemo_grpo.policy.model import reshard
     from nemo_grpo.policy.worker import PolicyWorker
     from tests.integration.tiny_run import tiny_train_config
 
@@ -81,7 +82,7 @@ def train_and_checkpoint(model_dir: Path, run_dir: Path, tokenizer) -> TrainedCh
         ids = torch.randint(0, worker.model.config.vocab_size, (2, 12), generator=torch.Generator().manual_seed(1))
         with torch.no_grad():
             logits = worker.model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits.float()
-        worker.model.reshard()
+        reshard(worker.model)
     finally:
         worker.shutdown()
     return TrainedCheckpoint(model_dir, step_dir, ids, logits)

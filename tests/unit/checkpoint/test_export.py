@@ -1,7 +1,8 @@
 """DCP -> Hugging Face export: folder contents, tied heads, sharding, refusals, the short form, the CLI.
 
 The checkpoints here are written with `dcp.save` in one process (no process group) in the
-trainer's layout; the trained, FSDP-written case is tests/integration/test_export_hf.py.
+trainer's layout; the trained case (a real PolicyWorker) is tests/integration/test_export_hf.py, and
+a 2-rank FSDP2 one tests/integration/test_data_parallel_policy.py.
 """
 
 from __future__ import annotations

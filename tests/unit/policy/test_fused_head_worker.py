@@ -1,4 +1,4 @@
-"""A real PolicyWorker (FSDP2 on a one-rank gloo group) gives the same log-probs, statistics, loss,
+"""A real PolicyWorker (one rank of a gloo group) gives the same log-probs, statistics, loss,
 gradients and updated weights with the fused output layer (policy.fused_lm_head, the default) as
 with full logits, padded and packed, with a separate head and with tied embeddings."""
 

@@ -1,4 +1,4 @@
-"""A real PolicyWorker (FSDP2 on a one-rank gloo group, tiny random models) gives the same
+"""A real PolicyWorker (one rank of a gloo group, tiny random models) gives the same
 log-probs, forward statistics, loss, gradient norm and updated weights with packed micro-batches
 (policy.max_tokens_per_micro_batch) as with padded ones."""
 
@@ -50,7 +50,7 @@ def _run(model_dir, run_dir, *overrides, rollouts=random_rollouts, rows=8):
         # optimizer steps: train frees the gradients when it returns)
         grads = {}
         hook = worker.optimizer.register_step_pre_hook(lambda *_: grads.update(
-            {n: p.grad.full_tensor().clone() for n, p in worker.model.named_parameters()}))
+            {n: p.grad.clone() for n, p in worker.model.named_parameters()}))
         metrics = worker.train([first], [minibatch_normalizer(first, None)])
         hook.remove()
         metrics_2 = worker.train([second], [minibatch_normalizer(second, None)])
