@@ -58,12 +58,12 @@ class _LinearLogprobEntropy(torch.autograd.Function):
         grad_b = torch.zeros(bias.shape, dtype=acc, device=bias.device) if need_b else None
         for start in range(0, flat.shape[0], ctx.chunk_size):
             sl = slice(start, start + ctx.chunk_size)
-            z = F.linear(flat[sl], weight, bias)
-            g = _chunk_grad(z, ids[sl], None if g_lp is None else g_lp[sl], None if g_h is None else g_h[sl],
-                            ctx.temperature)
+            # the chunk's logits are passed, not kept: freed once their gradient exists
+            g = _chunk_grad(F.linear(flat[sl], weight, bias), ids[sl], None if g_lp is None else g_lp[sl],
+                            None if g_h is None else g_h[sl], ctx.temperature)
             if grad_b is not None:
                 grad_b += g.sum(0)
-            g = g.to(z.dtype)
+            g = g.to(flat.dtype)
             if grad_h is not None:
                 grad_h[sl] = g @ weight
             if grad_w is not None:
