@@ -125,7 +125,7 @@ def setup_run(cfg: TrainConfig, *, after_ray_init: Callable[[], None] | None = N
         after_ray_init()
     steps_per_grpo = (cfg.grpo.num_prompts_per_step * cfg.grpo.num_generations_per_prompt
                       // cfg.policy.train_global_batch_size) * cfg.grpo.ppo_epochs
-    in_flight = tuple((-(-n // world_size), length) for n, length in batches_in_flight(cfg, validation))
+    in_flight = tuple((-(-n // world_size), length) for n, length in batches_in_flight(cfg, rows, validation))
     engine = EngineSpec(available_backend(cfg.generation.backend), str(model_path), str(tokenizer_path),
                         cfg.generation, cfg.policy.precision, cfg.grpo.seed, engine_max_len(cfg, validation),
                         in_flight, max_seqs=in_flight[0][0])  # a training step's share at once
@@ -144,12 +144,16 @@ def setup_run(cfg: TrainConfig, *, after_ray_init: Callable[[], None] | None = N
     return Run(cfg, tokenizer, loader, policy, backend, checkpoints, RunState(), device, validation)
 
 
-def batches_in_flight(cfg: TrainConfig, validation: list[ScoredSet]) -> list[tuple[int, int]]:
+def batches_in_flight(cfg: TrainConfig, train_rows: list[dict[str, Any]],
+                      validation: list[ScoredSet]) -> list[tuple[int, int]]:
     """What the run generates at once, as (sequences, tokens each at most): a training step's prompts x
-    responses up to the training length, and each validation set's problems x samples up to its
-    longest prompt plus its new tokens (split over the ranks, the largest sizes each vLLM-CPU KV cache)."""
+    responses, each at most the longest training prompt plus the response length and at most the
+    training length, and each validation set's problems x samples up to its longest prompt plus its
+    new tokens (split over the ranks, the largest sizes each vLLM-CPU KV cache)."""
     train = cfg.grpo.num_prompts_per_step * cfg.grpo.num_generations_per_prompt
-    return [(train, cfg.policy.max_total_sequence_length),
+    longest_prompt = max((len(r["prompt_ids"]) for r in train_rows), default=0)
+    train_tokens = min(cfg.policy.max_total_sequence_length, longest_prompt + cfg.max_response_length)
+    return [(train, train_tokens),
             *((len(s.rows) * s.params.n, s.max_prompt_tokens + s.params.max_new_tokens) for s in validation)]
 
 

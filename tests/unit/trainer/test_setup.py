@@ -8,10 +8,11 @@ import torch
 from nemo_grpo.config import ConfigError
 from nemo_grpo.distributed.device import check_placeable, resolve_device
 from nemo_grpo.trainer.config import load_train_config
-from nemo_grpo.trainer.setup import resource_plan
+from nemo_grpo.trainer.setup import batches_in_flight, resource_plan
 from tests.conftest import REPO_ROOT
 
 GPU_RECIPE = REPO_ROOT / "configs" / "grpo-deepscaler-1.5b-8K.yaml"
+DEMO = REPO_ROOT / "configs" / "grpo-smollm2-135m-arithmetic.yaml"
 
 
 def test_the_device_follows_cluster_gpus_per_node():
@@ -65,3 +66,14 @@ def test_ranks_that_no_node_can_hold_are_refused_at_start_not_after_a_placement_
     with pytest.raises(ConfigError, match=r"on each of 2 node\(s\).*1 of the Ray cluster's 2 node"):
         check_placeable({"CPU": 2.0, "GPU": 12.0}, total, num_nodes=2, nodes=[{"CPU": 64.0, "GPU": 8.0},
                                                                               {"CPU": 64.0, "GPU": 4.0}])
+
+
+def test_a_training_step_is_sized_by_its_longest_prompt_plus_the_response_within_the_training_length():
+    """What sizes the engine's KV cache for a training step (the demo: 4 x 8 responses of at most 48
+    tokens, a training length of 256): the longest prompt plus 48, not 256, unless that is shorter."""
+    cfg = load_train_config(DEMO)
+    rows = [{"prompt_ids": [1] * 61}, {"prompt_ids": [1] * 40}]
+    assert batches_in_flight(cfg, rows, []) == [(32, 61 + 48)]
+    assert batches_in_flight(cfg, [{"prompt_ids": [1] * 230}], []) == [(32, 256)]
+    unbounded = load_train_config(DEMO, ["generation.max_new_tokens=null"])  # responses up to the training length
+    assert batches_in_flight(unbounded, rows, []) == [(32, 256)]
