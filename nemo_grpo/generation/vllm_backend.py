@@ -268,15 +268,17 @@ class VllmGenerationBackend:
         host memory) and the KV cache. CPU, engine in this process (vLLM-CPU has no sleep mode):
         the KV cache and the weights are handed back, their storage re-allocated when needed; the
         weights are discarded, so the engine generates again only after a refit (as a training
-        step always does: the policy it samples from has just changed)."""
-        if self._asleep:
-            return
+        step always does: the policy it samples from has just changed). On CPU a partly woken engine
+        (refit, no generate since) hands back what it holds again."""
         if self.sleep_mode:
-            self.llm.sleep(level=1)
-            self._asleep = {"weights", "kv_cache"}
+            if not self._asleep:  # vLLM's sleep releases both at once
+                self.llm.sleep(level=1)
+                self._asleep = {"weights", "kv_cache"}
         elif not self.on_gpu and self.in_process:
-            self.llm.collective_rpc("nemo_kv_release")
-            self.llm.collective_rpc("nemo_weights_release")
+            if "kv_cache" not in self._asleep:
+                self.llm.collective_rpc("nemo_kv_release")
+            if "weights" not in self._asleep:
+                self.llm.collective_rpc("nemo_weights_release")
             self._asleep = {"kv_cache", "weights"}
             self.has_real_weights = False
             self.version = None  # the next refit loads whatever version it is given

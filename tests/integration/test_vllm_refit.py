@@ -111,6 +111,10 @@ def test_cpu_sleep_frees_the_kv_cache_and_the_weights_and_a_refit_samples_the_sa
         backend.generate(sequences, params)
     assert backend.update_weights(model.state_dict(), version=1) > 0  # the version it had: sent again
     assert backend._asleep == {"kv_cache"}  # the weights are back; the KV cache waits for generate
+    backend.sleep()  # refit, then sleep again without sampling: the weights go again
+    assert backend._asleep == {"kv_cache", "weights"} and not backend.has_real_weights
+    assert all(p.untyped_storage().nbytes() == 0 for p in engine_model.parameters())
+    assert backend.update_weights(model.state_dict(), version=1) > 0
     again = backend.generate(sequences, params)
     assert not backend._asleep and all(t.untyped_storage().nbytes() > 0 for t in runner.kv_caches)
     assert [(r.response_ids, r.logprobs) for r in again] == [(r.response_ids, r.logprobs) for r in awake]
