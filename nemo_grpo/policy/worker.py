@@ -212,12 +212,16 @@ class PolicyWorker:
         for minibatch, normalizer, plan in zip(minibatches, normalizers, plans, strict=True):
             self.optimizer.zero_grad(set_to_none=True)  # the last step's gradients free before this backward
             for _, micro in self._micro_batches(minibatch, self.policy_cfg.train_micro_batch_size, plan):
+                if self.device.type == "cpu":
+                    release_free_heap()  # the last micro-batch's activations: its peak does not stack on them
                 loss, metrics = self._micro_step(micro, normalizer)
                 losses += float(loss)
                 count = float(micro.mask.sum())
                 tokens += count
                 for key, value in metrics.items() if count else ():  # padding rows carry no metrics
                     _accumulate(sums, key, float(value), 1.0 if key in SHARE_METRICS else count)
+            if self.device.type == "cpu":
+                release_free_heap()
             norms += self._clip_and_step()
             lr = self.scheduler.get_last_lr()[0]
             self.scheduler.step()
