@@ -37,7 +37,7 @@ def shard_model(
     weights stay fp32; on CPU everything is fp32. On a single CPU rank there is nothing to shard,
     cast or offload, so the model stays a plain module: FSDP2 there would only add a gathered copy
     of each unit and a copy of each gradient (on the demo's training step: 0.12 GiB more memory
-    and 30% more time, bench/results/demo_train_profile_cpu.txt). A checkpoint of either kind
+    and about 10% more time, bench/results/demo_train_profile_cpu.txt). A checkpoint of either kind
     loads into the other (DCP matches tensors by name and global shape).
     """
     on_gpu = mesh.device_type == "cuda"
