@@ -41,15 +41,13 @@ def shard_model(
     loads into the other (DCP matches tensors by name and global shape).
     """
     on_gpu = mesh.device_type == "cuda"
+    if activation_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if not on_gpu and mesh.size() == 1:
-        if activation_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         return model
     mp = MixedPrecisionPolicy(param_dtype=DTYPES[precision], reduce_dtype=torch.float32) if on_gpu else MixedPrecisionPolicy()
     offload = CPUOffloadPolicy() if (cpu_offload and on_gpu) else None
     kwargs = dict(mesh=mesh, mp_policy=mp, **({"offload_policy": offload} if offload else {}))
-    if activation_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     for layer in decoder_layers(model):
         fully_shard(layer, **kwargs)
     fully_shard(model, **kwargs)

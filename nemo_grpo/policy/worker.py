@@ -212,23 +212,20 @@ class PolicyWorker:
         for minibatch, normalizer, plan in zip(minibatches, normalizers, plans, strict=True):
             self.optimizer.zero_grad(set_to_none=True)  # the last step's gradients free before this backward
             for _, micro in self._micro_batches(minibatch, self.policy_cfg.train_micro_batch_size, plan):
-                if self.device.type == "cpu":
-                    release_free_heap()  # the last micro-batch's activations: its peak does not stack on them
+                self._release_heap()  # the last micro-batch's activations: its peak does not stack on them
                 loss, metrics = self._micro_step(micro, normalizer)
                 losses += float(loss)
                 count = float(micro.mask.sum())
                 tokens += count
                 for key, value in metrics.items() if count else ():  # padding rows carry no metrics
                     _accumulate(sums, key, float(value), 1.0 if key in SHARE_METRICS else count)
-            if self.device.type == "cpu":
-                release_free_heap()
+            self._release_heap()
             norms += self._clip_and_step()
             lr = self.scheduler.get_last_lr()[0]
             self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)  # the gradients, before the engine samples again
         self.model.eval()
-        if self.device.type == "cpu":
-            release_free_heap()  # the step's activations, before the engine samples again
+        self._release_heap()  # the step's activations, before the engine samples again
         steps = max(len(minibatches), 1)
         result = {k: v if k.endswith(EXTREMES) else v / (steps if k in SHARE_METRICS else tokens)
                   for k, v in sums.items()} if tokens else {}
@@ -256,6 +253,11 @@ class PolicyWorker:
         (loss * self.world_size).backward()
         return loss.detach(), {k: v for k, v in metrics.items() if torch.is_tensor(v) and v.numel() == 1}
 
+    def _release_heap(self) -> None:
+        """CPU: the C heap's free pages back to the system between phases (GPU memory has its own allocator)."""
+        if self.device.type == "cpu":
+            release_free_heap()
+
     def _clip_and_step(self) -> float:
         for param in self.model.parameters():  # a step without any backward still decays and moves moments
             if param.grad is None:
@@ -270,8 +272,7 @@ class PolicyWorker:
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Rollout]:
         """Sample this rank's share of a request (`params.prompt_offset`: where it starts)."""
         rollouts = self._engine().generate(prompts, params)
-        if self.device.type == "cpu":
-            release_free_heap()  # the engine's batch buffers, before the policy trains
+        self._release_heap()  # the engine's batch buffers, before the policy trains
         return rollouts
 
     def refit(self, version: int) -> dict[str, float]:
@@ -294,8 +295,7 @@ class PolicyWorker:
         """The engine releases its memory while the policy trains (GPU: it wakes to generate; CPU:
         its KV cache and weights, back at the next refit)."""
         self._engine().sleep()
-        if self.device.type == "cpu":
-            release_free_heap()  # the engine's packed weights are small blocks of the heap
+        self._release_heap()  # the engine's packed weights are small blocks of the heap
 
     def engine_name(self) -> str:
         return self._engine().name
